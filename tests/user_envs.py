@@ -1,0 +1,76 @@
+"""Small envs that stand in for a user's own, for the tests.
+
+Importing this module registers `IdentityRegistered-v0`, so `user_envs:IdentityRegistered-v0`
+is gymnasium's own `module:EnvName` form; `user_envs:Identity` names the class directly.
+"""
+
+import gymnasium as gym
+import numpy as np
+
+
+class Identity(gym.Env):
+    """Each step shows a one-hot target; reward 1 for choosing its index. 20 steps an episode."""
+
+    def __init__(self, num_targets: int = 4, episode_length: int = 20):
+        self.observation_space = gym.spaces.Box(0.0, 1.0, (num_targets,), np.float32)
+        self.action_space = gym.spaces.Discrete(num_targets)
+        self.episode_length = episode_length
+
+    def _observe(self):
+        self.target = int(self.np_random.integers(self.action_space.n))
+        return np.eye(self.action_space.n, dtype=np.float32)[self.target]
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return self._observe(), {}
+
+    def step(self, action):
+        reward = float(action == self.target)
+        self.t += 1
+        return self._observe(), reward, self.t >= self.episode_length, False, {}
+
+
+class ImageObservation(Identity):
+    """Discrete actions, but an image observation: ppo.py refuses it."""
+
+    def __init__(self):
+        super().__init__()
+        self.observation_space = gym.spaces.Box(0, 255, (8, 8, 3), np.uint8)
+
+
+class DictObservation(Identity):
+    """Discrete actions, but a Dict observation: ppo.py refuses it."""
+
+    def __init__(self):
+        super().__init__()
+        self.observation_space = gym.spaces.Dict({"x": gym.spaces.Box(0.0, 1.0, (4,), np.float32)})
+
+
+class NaNReward(Identity):
+    """Turns its rewards into NaN after a while, as a broken env would: training must stop cleanly."""
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = super().step(action)
+        self.steps_taken = getattr(self, "steps_taken", 0) + 1
+        return obs, (np.nan if self.steps_taken > 600 else reward), terminated, truncated, info
+
+
+class Counter(gym.Env):
+    """Observes how many steps the episode has run; only a time limit ends it."""
+
+    observation_space = gym.spaces.Box(0.0, np.inf, (1,), np.float32)
+    action_space = gym.spaces.Discrete(2)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return np.array([0.0], np.float32), {}
+
+    def step(self, action):
+        self.t += 1
+        return np.array([self.t], np.float32), 0.0, False, False, {}
+
+
+gym.register(id="IdentityRegistered-v0", entry_point=Identity)
+gym.register(id="Counter-v0", entry_point=Counter, max_episode_steps=5)
