@@ -22,12 +22,14 @@ reset, so s_{t+1} is the final observation it reports. A time-limit truncation i
 end: its return is bootstrapped from V(s_{t+1}). Only a true termination cuts it (term_t = 1).
 done_t = term_t or trunc_t stops the recursion from running into the next episode.
 
-Defaults: 8 envs x 32 steps, 4 minibatches, 8 epochs, lr 2e-3 decaying to 0 over 100k steps,
-γ 0.98, λ 0.8 (the last two from rl-baselines3-zoo's CartPole settings). The common Atari-derived
-defaults (4 envs x 128 steps, lr 2.5e-4, 4 epochs, γ 0.99, λ 0.95) missed a mean return of 475 on
-CartPole-v1 within 150k steps on 2 of 3 seeds when we measured them, and needed 54k-91k steps for
-Acrobot-v1's -100; these update more often and harder, and reached 475 at a median of 19k steps
-(6 seeds) and -100 within 10k. Use the benchmark's per-env settings for harder envs.
+Defaults: 8 envs x 32 steps, 4 minibatches, 8 epochs, lr 2e-3 decaying linearly over 100k steps,
+γ 0.98, λ 0.8 (the last two from rl-baselines3-zoo's CartPole settings). Over 6 seeds they reached
+a mean return of 475 on CartPole-v1 at a median of 19k steps and -100 on Acrobot-v1 at a median
+of 8k, every seed. The common Atari-derived defaults (4 envs x 128 steps, lr 2.5e-4, 4 epochs,
+γ 0.99, λ 0.95, entropy 0.01) reached 475 on 4 of 6 seeds within 150k steps (median 94k) and -100
+on 5 of 6 within 100k (median 79k). Measured with
+`python benchmark/sweep.py --configs benchmark/configs/ppo_defaults.json --seeds 1 2 3 4 5 6`,
+raw results in benchmark/results/tuning/ppo_defaults.json. Harder envs need their own settings.
 
 References:
     Schulman, Wolski, Dhariwal, Radford, Klimov (2017). Proximal Policy Optimization
@@ -45,6 +47,7 @@ import importlib
 import json
 import math
 import os
+import random
 import signal
 import sys
 import time
@@ -242,7 +245,7 @@ class Agent(nn.Module):
         return self.actor(obs).argmax(-1)
 
 
-# ------------------------------------------------------------------------------------- math
+# --------------------------------------------------------------- the math, and the update
 def compute_gae(rewards, values, next_values, terminations, truncations, gamma: float, lam: float):
     """Generalised advantage estimates Â_t for a rollout of shape (T,) or (T, num_envs).
 
@@ -256,7 +259,7 @@ def compute_gae(rewards, values, next_values, terminations, truncations, gamma: 
     advantages = torch.zeros_like(deltas)
     next_advantage = torch.zeros_like(deltas[0])
     for t in reversed(range(len(deltas))):
-        next_advantage = deltas[t] + gamma * lam * not_done[t] * next_advantage  # Â_t = δ_t + γλ Â_{t+1}
+        next_advantage = deltas[t] + gamma * lam * not_done[t] * next_advantage  # Â_t = δ_t + γλ(1-done_t) Â_{t+1}
         advantages[t] = next_advantage
     return advantages
 
@@ -296,13 +299,13 @@ def explained_variance(predicted: torch.Tensor, target: torch.Tensor) -> float:
 def ppo_update(agent: Agent, optimizer: torch.optim.Optimizer, batch: dict, args: Args) -> dict:
     """Several epochs of minibatch steps on the rollout in `batch` (flat tensors).
 
-    Returns the losses averaged over the minibatches of the last epoch run. With --target-kl,
-    the update stops before the first minibatch whose policy has drifted further than that.
+    Returns the losses averaged over the minibatches of the last epoch that took a step. With
+    --target-kl, the update stops before the first minibatch whose policy has drifted further.
     """
     batch_size = len(batch["obs"])
     minibatch_size = batch_size // args.num_minibatches
     params = [p for group in optimizer.param_groups for p in group["params"]]
-    stopped_early = False
+    last_epoch_stats, epochs, stopped_early = {}, 0, False
     for epoch in range(args.update_epochs):
         stats = collections.defaultdict(list)
         permutation = torch.randperm(batch_size, device=batch["obs"].device)
@@ -331,12 +334,12 @@ def ppo_update(agent: Agent, optimizer: torch.optim.Optimizer, batch: dict, args
             for key, value in (("policy_loss", pg_loss), ("value_loss", v_loss), ("entropy", entropy),
                                ("approx_kl", approx_kl), ("clipfrac", clipfrac)):
                 stats[key].append(value.detach())
+        if stats:
+            last_epoch_stats, epochs = stats, epochs + 1
         if stopped_early:
             break
-    result = {key: torch.stack(values).mean().item() for key, values in stats.items()}
-    result["epochs"] = epoch + 1
-    result["stopped_early"] = stopped_early
-    return result
+    result = {key: torch.stack(values).mean().item() for key, values in last_epoch_stats.items()}
+    return {**result, "epochs": epochs, "stopped_early": stopped_early}
 
 
 # ---------------------------------------------------------------------------------- helpers
@@ -356,6 +359,10 @@ def validate_args(args: Args) -> None:
     for name in ("learning_rate", "clip_coef", "max_grad_norm"):
         if not getattr(args, name) > 0:
             raise UsageError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    for name in ("learning_rate", "gamma", "gae_lambda", "clip_coef", "ent_coef", "vf_coef", "max_grad_norm",
+                 "target_kl"):
+        if getattr(args, name) is not None and not math.isfinite(getattr(args, name)):
+            raise UsageError(f"--{name.replace('_', '-')} must be a finite number, got {getattr(args, name)}")
     for name in ("ent_coef", "vf_coef"):
         if getattr(args, name) < 0:
             raise UsageError(f"--{name.replace('_', '-')} must not be negative, got {getattr(args, name)}")
@@ -373,6 +380,20 @@ def validate_args(args: Args) -> None:
             import wandb  # noqa: F401
         except ImportError:
             raise UsageError("--track needs wandb: pip install wandb") from None
+
+
+def check_setup(args: Args) -> tuple[str, int, int, Optional[float], torch.device]:
+    """Validate flags and env, set torch's threads; return (env id for gymnasium.make,
+    observation size, number of actions, the env's reward threshold or None, device)."""
+    validate_args(args)
+    env_id = resolve_env_id(args.env_id)
+    probe = gym.make(env_id)
+    obs_dim, num_actions = check_spaces(probe)
+    threshold = probe.spec.reward_threshold if probe.spec else None
+    probe.close()
+    torch.set_num_threads(args.torch_threads)
+    device = torch.device("cuda" if args.cuda and torch.cuda.is_available() else "cpu")
+    return env_id, obs_dim, num_actions, threshold, device
 
 
 def load_checkpoint(path: str, obs_dim: int, num_actions: int, device: torch.device) -> dict:
@@ -426,7 +447,6 @@ class StopOnSigint:
 
 
 def seed_everything(seed: int, deterministic: bool) -> None:
-    import random
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
@@ -439,17 +459,9 @@ def seed_everything(seed: int, deterministic: bool) -> None:
 # ------------------------------------------------------------------------------------ train
 def train(args: Args) -> dict:
     """Train a PPO agent as `args` say; return the run summary (also written to summary.json)."""
-    validate_args(args)
-    env_id = resolve_env_id(args.env_id)
-    probe = gym.make(env_id)
-    obs_dim, num_actions = check_spaces(probe)
-    action_start = int(probe.action_space.start)  # Discrete(n, start) acts in start .. start + n - 1
-    threshold = probe.spec.reward_threshold if probe.spec else None
-    probe.close()
-    device = torch.device("cuda" if args.cuda and torch.cuda.is_available() else "cpu")
+    env_id, obs_dim, num_actions, threshold, device = check_setup(args)
     checkpoint = load_checkpoint(args.resume, obs_dim, num_actions, device) if args.resume else None
 
-    torch.set_num_threads(args.torch_threads)
     seed_everything(args.seed, args.torch_deterministic)
     if checkpoint is None:
         safe_id = args.env_id.replace("/", "_").replace(":", "_")
@@ -474,10 +486,14 @@ def train(args: Args) -> dict:
         agent.load_state_dict(checkpoint["agent"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         global_step, stats = checkpoint["global_step"], checkpoint["stats"]
+        if global_step >= args.total_timesteps:
+            raise UsageError(f"checkpoint {args.resume} is already at step {global_step:,}; pass a larger "
+                             "--total-timesteps to train on")
     recent_returns = collections.deque(stats["recent_returns"], maxlen=20)
 
     envs = make_vec_env(args, env_id, os.path.join(run_dir, "videos"))
-    next_obs, _ = envs.reset(seed=args.seed + global_step)  # sub-env i gets seed + i
+    next_obs, _ = envs.reset(seed=args.seed + global_step)  # sub-env i gets this seed + i
+    action_start = int(envs.single_action_space.start)  # Discrete(n, start) acts in start .. start + n - 1
     N, T = args.num_envs, args.num_steps
     batch_size = N * T
     num_iterations = math.ceil(args.total_timesteps / batch_size)
@@ -497,7 +513,7 @@ def train(args: Args) -> dict:
         print(f"PPO on {args.env_id}: {num_iterations - global_step // batch_size} updates of {batch_size} "
               f"steps on {device}; logging to {run_dir}", flush=True)
         for iteration in range(global_step // batch_size, num_iterations):
-            if args.anneal_lr:  # lr decays linearly from its initial value to 0 at the last update
+            if args.anneal_lr:  # lr falls linearly: lr0 at the first update, lr0 / num_iterations at the last
                 optimizer.param_groups[0]["lr"] = args.learning_rate * (1.0 - iteration / num_iterations)
 
             # --- rollout: act with the current policy, keep what GAE and the loss need ---------
@@ -556,7 +572,7 @@ def train(args: Args) -> dict:
                     writer.add_scalar(f"losses/{key}", losses[key], global_step)
             writer.add_scalar("losses/explained_variance",
                               explained_variance(batch["values"], batch["returns"]), global_step)
-            writer.add_scalar("losses/update_epochs", losses["epochs"], global_step)
+            writer.add_scalar("charts/update_epochs_run", losses["epochs"], global_step)
             now = time.perf_counter()
             if now - last_print >= 5.0 or iteration == num_iterations - 1 or sigint.requested:
                 last_print = now
@@ -565,15 +581,17 @@ def train(args: Args) -> dict:
                 print(f"step {global_step:>9,} ({100 * global_step / (num_iterations * batch_size):3.0f}%)"
                       f" | return {recent} (last {len(recent_returns)}) | {sps:7,.0f} steps/s"
                       f" | ETA {format_seconds(eta)}", flush=True)
-            if sigint.requested:
+            if sigint.requested and iteration < num_iterations - 1:
                 interrupted = True
                 break
     envs.close()
 
-    wall_seconds = previous_seconds + time.perf_counter() - start_time
+    train_seconds = time.perf_counter() - start_time
+    wall_seconds = previous_seconds + train_seconds
     stats.update(recent_returns=list(recent_returns), wall_seconds=wall_seconds)
     checkpoint_path = os.path.join(run_dir, f"{args.exp_name}.pt")
-    if args.save_model:
+    weights_finite = all(torch.isfinite(p).all() for p in agent.parameters())
+    if args.save_model and weights_finite:  # a checkpoint on disk is never replaced by broken weights
         save_checkpoint(checkpoint_path, agent, optimizer, global_step, args, stats)
     eval_returns = []
     if not (interrupted or failed):
@@ -586,14 +604,14 @@ def train(args: Args) -> dict:
 
     summary = {
         "algorithm": "ppo", "env_id": args.env_id, "seed": args.seed, "global_step": global_step,
-        "wall_seconds": wall_seconds, "sps": (global_step - start_step) / (time.perf_counter() - start_time),
+        "wall_seconds": wall_seconds, "sps": (global_step - start_step) / train_seconds,
         "final_return": float(np.mean(recent_returns)) if recent_returns else None,
         "eval_return": float(np.mean(eval_returns)) if eval_returns else None,
         "eval_return_std": float(np.std(eval_returns)) if eval_returns else None,
         "reward_threshold": threshold, "steps_to_threshold": stats["steps_to_threshold"],
         "seconds_to_threshold": stats["seconds_to_threshold"],
         "interrupted": interrupted, "failed": failed,
-        "checkpoint": checkpoint_path if args.save_model else None, "run_dir": run_dir,
+        "checkpoint": checkpoint_path if args.save_model and weights_finite else None, "run_dir": run_dir,
         "args": asdict(args),
     }
     with open(os.path.join(run_dir, "summary.json"), "w") as f:
@@ -633,14 +651,8 @@ def evaluate(agent: Agent, env_id: str, episodes: int, seed: int, device: torch.
 
 def evaluate_checkpoint(args: Args) -> list[float]:
     """--eval-checkpoint: load the agent saved at that path and run greedy episodes."""
-    validate_args(args)
-    env_id = resolve_env_id(args.env_id)
-    probe = gym.make(env_id)
-    obs_dim, num_actions = check_spaces(probe)
-    probe.close()
-    device = torch.device("cuda" if args.cuda and torch.cuda.is_available() else "cpu")
+    env_id, obs_dim, num_actions, _, device = check_setup(args)
     checkpoint = load_checkpoint(args.eval_checkpoint, obs_dim, num_actions, device)
-    torch.set_num_threads(args.torch_threads)
     agent = Agent(obs_dim, num_actions).to(device)
     agent.load_state_dict(checkpoint["agent"])
     video_dir = (os.path.join(os.path.dirname(os.path.abspath(args.eval_checkpoint)), "videos", "eval")
@@ -651,14 +663,34 @@ def evaluate_checkpoint(args: Args) -> list[float]:
     return returns
 
 
+def defaults_from_checkpoint(argv: list[str]) -> Args:
+    """With --resume or --eval-checkpoint, the checkpoint's saved arguments become the defaults,
+    so a run goes on as it was started; flags given on the command line still override them."""
+    for i, word in enumerate(argv):
+        flag, _, value = word.partition("=")
+        if flag in ("--resume", "--eval-checkpoint"):
+            path = value or (argv[i + 1] if i + 1 < len(argv) else "")
+            try:
+                saved = torch.load(path, map_location="cpu", weights_only=False)["args"]
+            except Exception:
+                return Args()  # a bad path is reported, once parsed, by load_checkpoint
+            fields = Args.__dataclass_fields__
+            return Args(**{k: v for k, v in saved.items() if k in fields and k not in ("resume", "eval_checkpoint")})
+    return Args()
+
+
 if __name__ == "__main__":
-    cli_args = tyro.cli(Args, description=__doc__.split("\n\n")[0])
+    cli_args = tyro.cli(Args, default=defaults_from_checkpoint(sys.argv[1:]), description=__doc__.split("\n\n")[0])
     try:
         if cli_args.eval_checkpoint:
             evaluate_checkpoint(cli_args)
         else:
             summary = train(cli_args)
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # the run is over: a late Ctrl-C has nothing to stop
             sys.exit(130 if summary["interrupted"] else 1 if summary["failed"] else 0)
     except UsageError as error:
         print(f"ppo.py: error: {error}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:
+        print("aborted without saving", file=sys.stderr)
+        sys.exit(130)

@@ -149,7 +149,8 @@ def test_target_kl_stops_the_epochs_early():
     optimizer = torch.optim.Adam(agent.parameters(), lr=5e-2, eps=1e-5)
     stats = ppo.ppo_update(agent, optimizer, fake_rollout(agent),
                            ppo.Args(num_minibatches=4, update_epochs=10, target_kl=1e-4))
-    assert stats["stopped_early"] and stats["epochs"] < 10
+    assert stats["stopped_early"] and 1 <= stats["epochs"] < 10
+    assert "policy_loss" in stats and "approx_kl" in stats  # losses of the last epoch that stepped
 
 
 def test_value_clipping_takes_the_larger_error():
@@ -240,6 +241,21 @@ def test_eval_checkpoint_reproduces_the_in_memory_evaluation(runs_dir, tmp_path)
     assert f"eval: mean return {summary['eval_return']:.1f} ± {summary['eval_return_std']:.1f}" in result.stdout
 
 
+def test_a_checkpoint_brings_its_own_env_and_flags(runs_dir, tmp_path):
+    summary = ppo.train(ppo.Args(env_id="Acrobot-v1", total_timesteps=512, num_envs=4, runs_dir=runs_dir,
+                                 eval_episodes=1))
+    result = run_script("ppo.py", "--eval-checkpoint", summary["checkpoint"], "--eval-episodes", "1",
+                        cwd=str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert "greedy episodes of Acrobot-v1" in result.stdout
+    result = run_script("ppo.py", "--resume", summary["checkpoint"], "--total-timesteps", "1024",
+                        "--eval-episodes", "1", cwd=str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    resumed = json.load(open(os.path.join(summary["run_dir"], "summary.json")))
+    assert resumed["env_id"] == "Acrobot-v1" and resumed["args"]["num_envs"] == 4
+    assert resumed["global_step"] == 1024
+
+
 def test_ctrl_c_saves_a_checkpoint_that_resume_finishes(tmp_path):
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     process = subprocess.Popen([sys.executable, os.path.join(ROOT, "ppo.py"), "--total-timesteps", "1000000"],
@@ -298,6 +314,9 @@ BAD_INPUTS = {
     "missing resume checkpoint": (["--resume", "nowhere/ppo.pt"], "does not exist"),
     "checkpoint of another env": (["--env-id", "Acrobot-v1", "--eval-checkpoint", "{checkpoint}"],
                                   "pass --env-id CartPole-v1"),
+    "resume to a step already reached": (["--resume", "{checkpoint}", "--total-timesteps", "256"],
+                                         "already at step 256"),
+    "not a number": (["--ent-coef", "nan"], "--ent-coef must be a finite number"),
 }
 
 
