@@ -1,0 +1,756 @@
+"""Proximal Policy Optimization (PPO) with the clipped surrogate objective, continuous actions.
+
+The idea this file adds to ppo.py: a Gaussian policy for actions that are real vectors, and
+normalised observations and rewards, which MuJoCo-scale envs need.
+
+    π_θ(a|s)     = Π_i N(a_i; μ_θ(s)_i, σ_i²)     mean from the actor network, log σ learned, state-independent
+    log π_θ(a|s) = Σ_i [ -(a_i - μ_i)² / (2σ_i²) - log σ_i - ½ log 2π ]
+    H(π_θ(·|s))  = Σ_i [ ½ + ½ log 2π + log σ_i ]
+
+The action a is stored as sampled, and the ratio uses its log-density; only the copy sent to the
+env is clipped to the action bounds (clipping the stored one would change its log-density).
+The rest is ppo.py's:
+
+    r_t(θ)      = π_θ(a_t | s_t) / π_θold(a_t | s_t)                        probability ratio
+    L^CLIP(θ)   = E_t[ min( r_t(θ) Â_t,  clip(r_t(θ), 1 - ε, 1 + ε) Â_t ) ]    clipped surrogate
+    L(θ)        = -L^CLIP(θ) + c_v · ½ E_t[(V_θ(s_t) - R̂_t)²] - c_e · E_t[H(π_θ(·|s_t))]
+
+The minimum makes the objective a pessimistic bound: a change of the ratio beyond 1 ± ε earns
+nothing when it would improve the objective, but is still paid for when it makes it worse.
+
+Advantages come from generalised advantage estimation (GAE):
+
+    δ_t = r_t + γ (1 - term_t) V(s_{t+1}) - V(s_t)                         TD error
+    Â_t = δ_t + γ λ (1 - done_t) Â_{t+1}                                    GAE(λ)
+    R̂_t = Â_t + V(s_t)                                                     value target
+
+s_{t+1} is the true successor state. When an episode ends at t, the vector env has already
+reset, so s_{t+1} is the final observation it reports. A time-limit truncation is not a real
+end: its return is bootstrapped from V(s_{t+1}). Only a true termination cuts it (term_t = 1).
+done_t = term_t or trunc_t stops the recursion from running into the next episode.
+
+Normalisation, by gymnasium's wrappers, with one set of running statistics shared by all envs:
+
+    s ← clip((s - mean[s]) / √(var[s] + 1e-8), -10, 10)                    observations
+    r ← clip(r / √(var[G] + 1e-8), -10, 10),  G ← γ (1 - term) G + r         rewards, G the discounted return
+
+Episode returns are recorded before either wrapper, so logged returns are the env's own. The
+statistics go into the checkpoint: --resume goes on updating them, evaluation uses them frozen.
+
+Defaults (1 env x 2048 steps, 32 minibatches, 10 epochs, lr 3e-4 annealed, γ 0.99, λ 0.95, 1M
+steps) are the PPO paper's MuJoCo settings.
+
+References:
+    Schulman, Wolski, Dhariwal, Radford, Klimov (2017). Proximal Policy Optimization
+        Algorithms. arXiv:1707.06347
+    Schulman, Moritz, Levine, Jordan, Abbeel (2016). High-Dimensional Continuous Control
+        Using Generalized Advantage Estimation. arXiv:1506.02438
+
+Example:
+    python ppo_continuous.py --env-id HalfCheetah-v5 --seed 1
+    python ppo_continuous.py --eval-checkpoint runs/<run>/ppo_continuous.pt
+"""
+
+import collections
+import importlib
+import json
+import math
+import os
+import random
+import signal
+import sys
+import time
+from dataclasses import asdict, dataclass
+from typing import Optional
+
+import numpy as np
+import torch
+import torch.nn as nn
+import gymnasium as gym
+import tyro
+from gymnasium.wrappers.utils import RunningMeanStd
+from torch.utils.tensorboard import SummaryWriter
+
+
+@dataclass
+class Args:
+    # --- experiment -------------------------------------------------------------------------
+    exp_name: str = "ppo_continuous"
+    """name of the experiment: it names the run directory and the checkpoint file"""
+    env_id: str = "HalfCheetah-v5"
+    """gymnasium env id, also `module:EnvName-v0` for an env your own module registers, or
+    `module:ClassName` for a gymnasium.Env subclass in your module"""
+    seed: int = 1
+    """seed of python, numpy, torch and the envs"""
+    total_timesteps: int = 1_000_000
+    """env steps to train for, over all envs (rounded up to a whole number of rollouts)"""
+    torch_deterministic: bool = True
+    """make torch use deterministic algorithms"""
+    cuda: bool = True
+    """use CUDA when it is available"""
+    torch_threads: int = 1
+    """CPU threads for torch; one is fastest for networks this small"""
+    runs_dir: str = "runs"
+    """where run directories are created"""
+    track: bool = False
+    """log to Weights & Biases as well (needs `pip install wandb`)"""
+    wandb_project_name: str = "policy-gradients"
+    """the wandb project, with --track"""
+    wandb_entity: Optional[str] = None
+    """the wandb team or user, with --track"""
+    capture_video: bool = False
+    """record videos of the first env's episodes into the run's videos/ (needs moviepy)"""
+    save_model: bool = True
+    """save a checkpoint at the end of training and on Ctrl-C"""
+    resume: Optional[str] = None
+    """checkpoint to continue training from, up to --total-timesteps"""
+    eval_checkpoint: Optional[str] = None
+    """evaluate this checkpoint with mean actions instead of training"""
+    eval_episodes: int = 10
+    """mean-action episodes run after training, or with --eval-checkpoint"""
+
+    # --- algorithm --------------------------------------------------------------------------
+    learning_rate: float = 3e-4
+    """Adam step size"""
+    anneal_lr: bool = True
+    """decay the learning rate linearly to zero over the run"""
+    num_envs: int = 1
+    """parallel envs in the vector env"""
+    num_steps: int = 2048
+    """steps per env in each rollout; a rollout is num_envs * num_steps transitions"""
+    gamma: float = 0.99
+    """discount factor γ"""
+    gae_lambda: float = 0.95
+    """GAE λ: 0 gives one-step TD errors, 1 Monte-Carlo returns minus V"""
+    num_minibatches: int = 32
+    """minibatches each rollout is split into"""
+    update_epochs: int = 10
+    """passes over each rollout"""
+    norm_obs: bool = True
+    """normalise observations by their running mean and std, then clip them to ±10"""
+    norm_reward: bool = True
+    """scale rewards by the running std of the discounted return, then clip them to ±10"""
+    norm_adv: bool = True
+    """normalise advantages to zero mean and unit std within each minibatch"""
+    clip_coef: float = 0.2
+    """ε of the clipped surrogate"""
+    clip_vloss: bool = False
+    """clip the value update to ±clip_coef around the old value as well"""
+    ent_coef: float = 0.0
+    """weight c_e of the entropy bonus"""
+    vf_coef: float = 0.5
+    """weight c_v of the value loss"""
+    max_grad_norm: float = 0.5
+    """clip the global gradient norm to this"""
+    target_kl: Optional[float] = None
+    """stop the update's epochs early once a minibatch's approximate KL exceeds this"""
+
+
+class UsageError(Exception):
+    """A mistake in the flags or the env: reported as one line on stderr, exit status 2."""
+
+
+# ----------------------------------------------------------------------------- environment
+def resolve_env_id(env_id: str) -> str:
+    """Return an id gymnasium.make accepts; raise UsageError if there is none.
+
+    `module:EnvName-v0` is gymnasium's own form: importing the module registers the env. As a
+    convenience, `module:ClassName` naming a gymnasium.Env subclass is registered on the fly.
+    """
+    module_name, _, name = env_id.rpartition(":")
+    try:
+        if module_name:
+            env_class = getattr(importlib.import_module(module_name), name, None)
+            if name not in gym.registry and isinstance(env_class, type) and issubclass(env_class, gym.Env):
+                gym.register(id=name, entry_point=env_class)
+        gym.spec(name)  # raises, with gymnasium's "did you mean", for an unknown id
+    except ImportError as e:
+        raise UsageError(f"cannot import the module of --env-id {env_id}: {e}") from None
+    except gym.error.Error as e:
+        raise UsageError(str(e)) from None
+    return name
+
+
+def check_spaces(env: gym.Env) -> tuple[int, int]:
+    """Return (observation size, action size); raise UsageError if ppo_continuous.py cannot use them."""
+    name = env.spec.id if env.spec else type(env).__name__
+    if isinstance(env.action_space, gym.spaces.Discrete):
+        raise UsageError(f"{name} has discrete actions; ppo_continuous.py needs a Box action space, "
+                         "use ppo.py")
+    if not (isinstance(env.action_space, gym.spaces.Box) and len(env.action_space.shape) == 1):
+        raise UsageError(f"{name} has action space {env.action_space}; ppo_continuous.py needs a "
+                         "flat Box (vector) one")
+    obs_space = env.observation_space
+    if not (isinstance(obs_space, gym.spaces.Box) and len(obs_space.shape) == 1):
+        raise UsageError(f"{name} has observation space {obs_space}; ppo_continuous.py needs a flat Box "
+                         "(vector) observation: flatten it with a wrapper first")
+    return obs_space.shape[0], env.action_space.shape[0]
+
+
+def successor_obs(next_obs: np.ndarray, info: dict) -> np.ndarray:
+    """The true s_{t+1} of each env. Where an episode just ended, the vector env has already
+    reset and returned the next episode's first observation; the final one is in info."""
+    if "_final_obs" not in info:
+        return next_obs
+    successor = next_obs.copy()
+    for i in np.flatnonzero(info["_final_obs"]):
+        successor[i] = info["final_obs"][i]
+    return successor
+
+
+def make_env(env_id: str, obs_rms: Optional[RunningMeanStd] = None, return_rms: Optional[RunningMeanStd] = None,
+             gamma: float = 0.99, update_stats: bool = True, capture_video: bool = False, video_dir: str = ""):
+    """A thunk building one env; with capture_video, it records episodes to video_dir.
+
+    Episode statistics are recorded first, on the env's own rewards. Then, with obs_rms,
+    observations are normalised and clipped to ±10; with return_rms, rewards are scaled by the
+    std of the discounted return and clipped to ±10. The wrappers use the statistics objects
+    given, so that all envs share one set and the checkpoint can carry it; update_stats=False
+    freezes them."""
+    def thunk():
+        if capture_video:
+            env = gym.make(env_id, render_mode="rgb_array")
+            env = gym.wrappers.RecordVideo(env, video_dir, disable_logger=True)
+        else:
+            env = gym.make(env_id)
+        env = gym.wrappers.RecordEpisodeStatistics(env)
+        if obs_rms is not None:
+            env = gym.wrappers.NormalizeObservation(env)
+            env.obs_rms, env.update_running_mean = obs_rms, update_stats
+            env = gym.wrappers.TransformObservation(env, lambda obs: np.clip(obs, -10, 10), env.observation_space)
+        if return_rms is not None:
+            env = gym.wrappers.NormalizeReward(env, gamma=gamma)
+            env.return_rms, env.update_running_mean = return_rms, update_stats
+            env = gym.wrappers.ClipReward(env, -10, 10)
+        return env
+    return thunk
+
+
+def make_vec_env(args: Args, env_id: str, obs_rms, return_rms, video_dir: str) -> gym.vector.VectorEnv:
+    """num_envs copies in one process, autoreset in the same step (so final_obs is at hand, and
+    normalised like every other observation). An episode's statistics arrive in info["final_info"]."""
+    thunks = [make_env(env_id, obs_rms, return_rms, args.gamma, True, args.capture_video and i == 0, video_dir)
+              for i in range(args.num_envs)]
+    return gym.vector.SyncVectorEnv(thunks, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+
+
+# --------------------------------------------------------------------------------- networks
+def layer_init(layer: nn.Linear, std: float = math.sqrt(2), bias: float = 0.0) -> nn.Linear:
+    """Orthogonal weights with gain std, constant bias."""
+    nn.init.orthogonal_(layer.weight, std)
+    nn.init.constant_(layer.bias, bias)
+    return layer
+
+
+def mlp(in_dim: int, out_dim: int, out_std: float, hidden: int = 64) -> nn.Sequential:
+    return nn.Sequential(
+        layer_init(nn.Linear(in_dim, hidden)), nn.Tanh(),
+        layer_init(nn.Linear(hidden, hidden)), nn.Tanh(),
+        layer_init(nn.Linear(hidden, out_dim), std=out_std),
+    )
+
+
+class Agent(nn.Module):
+    """Actor: Gaussian π_θ(a|s) with mean μ_θ(s) and state-independent log σ; critic V(s). 64-64 tanh each."""
+
+    def __init__(self, obs_dim: int, action_dim: int):
+        super().__init__()
+        self.critic = mlp(obs_dim, 1, out_std=1.0)
+        # A small last layer starts the mean near 0, so early updates are gentle; σ starts at 1.
+        self.actor_mean = mlp(obs_dim, action_dim, out_std=0.01)
+        self.actor_logstd = nn.Parameter(torch.zeros(action_dim))
+
+    def value(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.critic(obs).squeeze(-1)
+
+    def logprob_entropy(self, obs: torch.Tensor, actions: torch.Tensor):
+        """log π_θ(a|s) of the given actions and the entropy H, each summed over action dimensions."""
+        mean, log_std = self.actor_mean(obs), self.actor_logstd
+        z = (actions - mean) / log_std.exp()
+        logprob = (-0.5 * z ** 2 - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)  # Σ_i log N(a_i; μ_i, σ_i²)
+        entropy = (0.5 + 0.5 * math.log(2 * math.pi) + log_std).sum(-1).expand(len(obs))
+        return logprob, entropy
+
+    def sample_action(self, obs: torch.Tensor) -> torch.Tensor:
+        """a = μ_θ(s) + σ ⊙ ε with ε ~ N(0, I), for acting in the env (before clipping to its bounds)."""
+        mean = self.actor_mean(obs)
+        return mean + self.actor_logstd.exp() * torch.randn_like(mean)
+
+    def mean_action(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.actor_mean(obs)
+
+
+# --------------------------------------------------------------- the math, and the update
+def compute_gae(rewards, values, next_values, terminations, truncations, gamma: float, lam: float):
+    """Generalised advantage estimates Â_t for a rollout of shape (T,) or (T, num_envs).
+
+    next_values[t] is V(s_{t+1}) of the true successor state: at an episode's end, the value of
+    its final observation. A termination zeroes it; a truncation keeps it (bootstraps the
+    return the time limit cut off). Either one stops the recursion at the episode boundary.
+    """
+    not_terminated = 1.0 - terminations.float()
+    not_done = 1.0 - torch.maximum(terminations.float(), truncations.float())
+    deltas = rewards + gamma * not_terminated * next_values - values  # δ_t
+    advantages = torch.zeros_like(deltas)
+    next_advantage = torch.zeros_like(deltas[0])
+    for t in reversed(range(len(deltas))):
+        next_advantage = deltas[t] + gamma * lam * not_done[t] * next_advantage  # Â_t = δ_t + γλ(1-done_t) Â_{t+1}
+        advantages[t] = next_advantage
+    return advantages
+
+
+def clipped_policy_loss(new_logprob, old_logprob, advantages, clip_coef: float):
+    """-L^CLIP, plus diagnostics: (loss, approx_kl, clipfrac).
+
+    approx_kl is the k3 estimator E[(r - 1) - log r] of KL(π_old ‖ π_θ): unbiased and never
+    negative. clipfrac is the fraction of samples whose ratio the clip touched.
+    """
+    log_ratio = new_logprob - old_logprob
+    ratio = log_ratio.exp()  # r_t(θ)
+    unclipped = ratio * advantages
+    clipped = torch.clamp(ratio, 1 - clip_coef, 1 + clip_coef) * advantages
+    loss = -torch.min(unclipped, clipped).mean()  # -E[min(r Â, clip(r, 1-ε, 1+ε) Â)]
+    with torch.no_grad():
+        approx_kl = ((ratio - 1) - log_ratio).mean()
+        clipfrac = ((ratio - 1).abs() > clip_coef).float().mean()
+    return loss, approx_kl, clipfrac
+
+
+def value_loss(new_value, old_value, returns, clip_coef: Optional[float]):
+    """½ E[(V_θ(s) - R̂)²]; with clip_coef, the pessimistic max with the clipped value's error."""
+    loss = (new_value - returns) ** 2
+    if clip_coef is not None:
+        clipped_value = old_value + torch.clamp(new_value - old_value, -clip_coef, clip_coef)
+        loss = torch.max(loss, (clipped_value - returns) ** 2)
+    return 0.5 * loss.mean()
+
+
+def explained_variance(predicted: torch.Tensor, target: torch.Tensor) -> float:
+    """1 - Var(target - predicted) / Var(target): 1 is a perfect critic, 0 no better than a constant."""
+    var_target = target.var()
+    return float("nan") if var_target == 0 else float(1 - (target - predicted).var() / var_target)
+
+
+def ppo_update(agent: Agent, optimizer: torch.optim.Optimizer, batch: dict, args: Args) -> dict:
+    """Several epochs of minibatch steps on the rollout in `batch` (flat tensors).
+
+    Returns the losses averaged over the minibatches of the last epoch that took a step. With
+    --target-kl, the update stops before the first minibatch whose policy has drifted further.
+    """
+    batch_size = len(batch["obs"])
+    minibatch_size = batch_size // args.num_minibatches
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    last_epoch_stats, epochs, stopped_early = {}, 0, False
+    for epoch in range(args.update_epochs):
+        stats = collections.defaultdict(list)
+        permutation = torch.randperm(batch_size, device=batch["obs"].device)
+        for start in range(0, batch_size, minibatch_size):
+            mb = permutation[start:start + minibatch_size]
+            new_logprob, entropy = agent.logprob_entropy(batch["obs"][mb], batch["actions"][mb])
+            advantages = batch["advantages"][mb]
+            if args.norm_adv:
+                advantages = (advantages - advantages.mean()) / (advantages.std(correction=0) + 1e-8)
+            pg_loss, approx_kl, clipfrac = clipped_policy_loss(
+                new_logprob, batch["logprobs"][mb], advantages, args.clip_coef)
+            if args.target_kl is not None and approx_kl > args.target_kl:
+                stopped_early = True
+                break
+            v_loss = value_loss(agent.value(batch["obs"][mb]), batch["values"][mb], batch["returns"][mb],
+                                args.clip_coef if args.clip_vloss else None)
+            entropy = entropy.mean()
+            loss = pg_loss - args.ent_coef * entropy + args.vf_coef * v_loss
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"loss is {loss.item()} (policy {pg_loss.item()}, "
+                                         f"value {v_loss.item()})")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(params, args.max_grad_norm)
+            optimizer.step()
+            for key, value in (("policy_loss", pg_loss), ("value_loss", v_loss), ("entropy", entropy),
+                               ("approx_kl", approx_kl), ("clipfrac", clipfrac)):
+                stats[key].append(value.detach())
+        if stats:
+            last_epoch_stats, epochs = stats, epochs + 1
+        if stopped_early:
+            break
+    result = {key: torch.stack(values).mean().item() for key, values in last_epoch_stats.items()}
+    return {**result, "epochs": epochs, "stopped_early": stopped_early}
+
+
+# ---------------------------------------------------------------------------------- helpers
+def validate_args(args: Args) -> None:
+    """Raise UsageError for flag values that cannot work, before anything is built."""
+    for name in ("total_timesteps", "num_envs", "num_steps", "num_minibatches", "update_epochs",
+                 "eval_episodes", "torch_threads"):
+        if getattr(args, name) <= 0:
+            raise UsageError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    batch_size = args.num_envs * args.num_steps
+    if batch_size % args.num_minibatches:
+        raise UsageError(f"the batch of --num-envs {args.num_envs} x --num-steps {args.num_steps} = "
+                         f"{batch_size} does not split into --num-minibatches {args.num_minibatches}")
+    for name in ("gamma", "gae_lambda"):
+        if not 0.0 <= getattr(args, name) <= 1.0:
+            raise UsageError(f"--{name.replace('_', '-')} must lie in [0, 1], got {getattr(args, name)}")
+    for name in ("learning_rate", "clip_coef", "max_grad_norm"):
+        if not getattr(args, name) > 0:
+            raise UsageError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    for name in ("learning_rate", "gamma", "gae_lambda", "clip_coef", "ent_coef", "vf_coef", "max_grad_norm",
+                 "target_kl"):
+        if getattr(args, name) is not None and not math.isfinite(getattr(args, name)):
+            raise UsageError(f"--{name.replace('_', '-')} must be a finite number, got {getattr(args, name)}")
+    for name in ("ent_coef", "vf_coef"):
+        if getattr(args, name) < 0:
+            raise UsageError(f"--{name.replace('_', '-')} must not be negative, got {getattr(args, name)}")
+    if args.target_kl is not None and args.target_kl <= 0:
+        raise UsageError(f"--target-kl must be positive, got {args.target_kl}")
+    if args.resume and args.eval_checkpoint:
+        raise UsageError("give either --resume or --eval-checkpoint, not both")
+    if args.capture_video:
+        try:
+            import moviepy  # noqa: F401
+        except ImportError:
+            raise UsageError("--capture-video needs moviepy: pip install moviepy") from None
+    if args.track:
+        try:
+            import wandb  # noqa: F401
+        except ImportError:
+            raise UsageError("--track needs wandb: pip install wandb") from None
+
+
+def check_setup(args: Args) -> tuple[str, int, int, Optional[float], torch.device]:
+    """Validate flags and env, set torch's threads; return (env id for gymnasium.make,
+    observation size, action size, the env's reward threshold or None, device)."""
+    validate_args(args)
+    env_id = resolve_env_id(args.env_id)
+    probe = gym.make(env_id)
+    obs_dim, action_dim = check_spaces(probe)
+    threshold = probe.spec.reward_threshold if probe.spec else None
+    probe.close()
+    torch.set_num_threads(args.torch_threads)
+    device = torch.device("cuda" if args.cuda and torch.cuda.is_available() else "cpu")
+    return env_id, obs_dim, action_dim, threshold, device
+
+
+def load_checkpoint(path: str, obs_dim: int, action_dim: int, device: torch.device) -> dict:
+    """Load a checkpoint, checking that it exists and fits the env; raise UsageError otherwise."""
+    if not os.path.isfile(path):
+        raise UsageError(f"checkpoint {path} does not exist")
+    try:
+        checkpoint = torch.load(path, map_location=device, weights_only=False)
+        trained = (checkpoint["obs_dim"], checkpoint["action_dim"])
+    except Exception as e:
+        raise UsageError(f"{path} is not a ppo_continuous.py checkpoint ({type(e).__name__}: {e})") from None
+    if trained != (obs_dim, action_dim):
+        raise UsageError(f"checkpoint {path} was trained on {checkpoint['args']['env_id']} "
+                         f"({trained[0]} observations, {trained[1]} action dimensions), which does not "
+                         f"match this env ({obs_dim}, {action_dim}); pass --env-id "
+                         f"{checkpoint['args']['env_id']}")
+    return checkpoint
+
+
+def save_checkpoint(path: str, agent: Agent, optimizer, global_step: int, args: Args, stats: dict,
+                    obs_rms: Optional[RunningMeanStd], return_rms: Optional[RunningMeanStd]):
+    torch.save({"agent": agent.state_dict(), "optimizer": optimizer.state_dict(),
+                "global_step": global_step, "obs_dim": agent.actor_mean[0].in_features,
+                "action_dim": agent.actor_mean[-1].out_features, "args": asdict(args), "stats": stats,
+                "obs_rms": rms_state(obs_rms), "return_rms": rms_state(return_rms)}, path + ".tmp")
+    os.replace(path + ".tmp", path)  # never leave a half-written checkpoint behind
+
+
+def rms_state(rms: Optional[RunningMeanStd]) -> Optional[dict]:
+    return None if rms is None else {"mean": rms.mean.copy(), "var": rms.var.copy(), "count": rms.count}
+
+
+def rms_from_state(state: Optional[dict]) -> Optional[RunningMeanStd]:
+    """Normalisation statistics as a checkpoint saved them (None: that normalisation was off)."""
+    if state is None:
+        return None
+    rms = RunningMeanStd(shape=np.shape(state["mean"]))
+    rms.mean, rms.var, rms.count = state["mean"].copy(), state["var"].copy(), state["count"]
+    return rms
+
+
+def format_seconds(seconds: float) -> str:
+    minutes, seconds = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{seconds:02d}s"
+
+
+class StopOnSigint:
+    """While active, the first Ctrl-C only asks the loop to stop (it saves a checkpoint at the
+    end of the current update); a second Ctrl-C interrupts at once."""
+
+    def __enter__(self):
+        self.requested = False
+        self.previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print("\nCtrl-C: stopping after this update (again to abort without saving)", flush=True)
+
+    def __exit__(self, *exc):
+        signal.signal(signal.SIGINT, self.previous)
+
+
+def seed_everything(seed: int, deterministic: bool) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # needed by CUDA for determinism
+    torch.use_deterministic_algorithms(deterministic)
+    torch.backends.cudnn.deterministic = deterministic
+
+
+# ------------------------------------------------------------------------------------ train
+def train(args: Args) -> dict:
+    """Train a PPO agent as `args` say; return the run summary (also written to summary.json)."""
+    env_id, obs_dim, action_dim, threshold, device = check_setup(args)
+    checkpoint = load_checkpoint(args.resume, obs_dim, action_dim, device) if args.resume else None
+    if checkpoint is None:  # running statistics of the normalising wrappers, shared by all envs
+        obs_rms = RunningMeanStd(shape=(obs_dim,)) if args.norm_obs else None
+        return_rms = RunningMeanStd(shape=()) if args.norm_reward else None
+    else:
+        obs_rms, return_rms = rms_from_state(checkpoint["obs_rms"]), rms_from_state(checkpoint["return_rms"])
+        if (obs_rms is not None, return_rms is not None) != (args.norm_obs, args.norm_reward):
+            raise UsageError(f"checkpoint {args.resume} was trained with --norm-obs {obs_rms is not None} "
+                             f"and --norm-reward {return_rms is not None}; resume with the same")
+
+    seed_everything(args.seed, args.torch_deterministic)
+    if checkpoint is None:
+        safe_id = args.env_id.replace("/", "_").replace(":", "_")
+        run_dir = os.path.join(args.runs_dir, f"{safe_id}__{args.exp_name}__{args.seed}__{int(time.time())}")
+    else:  # a resumed run goes on in the directory of its checkpoint
+        run_dir = os.path.dirname(os.path.abspath(args.resume))
+    os.makedirs(run_dir, exist_ok=True)
+    if args.track:
+        import wandb
+        wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, sync_tensorboard=True,
+                   config=asdict(args), name=os.path.basename(run_dir), save_code=True)
+    writer = SummaryWriter(run_dir)
+    writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" +
+                    "\n".join(f"|{key}|{value}|" for key, value in asdict(args).items()))
+
+    agent = Agent(obs_dim, action_dim).to(device)
+    optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5, fused=True)
+    global_step = 0
+    stats = {"recent_returns": [], "steps_to_threshold": None, "seconds_to_threshold": None,
+             "wall_seconds": 0.0}
+    if checkpoint is not None:
+        agent.load_state_dict(checkpoint["agent"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        global_step, stats = checkpoint["global_step"], checkpoint["stats"]
+        if global_step >= args.total_timesteps:
+            raise UsageError(f"checkpoint {args.resume} is already at step {global_step:,}; pass a larger "
+                             "--total-timesteps to train on")
+    recent_returns = collections.deque(stats["recent_returns"], maxlen=20)
+
+    envs = make_vec_env(args, env_id, obs_rms, return_rms, os.path.join(run_dir, "videos"))
+    next_obs, _ = envs.reset(seed=args.seed + global_step)  # sub-env i gets this seed + i
+    action_low, action_high = envs.single_action_space.low, envs.single_action_space.high
+    N, T = args.num_envs, args.num_steps
+    batch_size = N * T
+    num_iterations = math.ceil(args.total_timesteps / batch_size)
+    # Rollout storage, filled in numpy (cheap per-step writes), turned into tensors once per rollout.
+    obs_buf = np.zeros((T, N, obs_dim), dtype=np.float32)
+    next_obs_buf = np.zeros((T, N, obs_dim), dtype=np.float32)  # s_{t+1}, final obs at episode ends
+    actions_buf = np.zeros((T, N, action_dim), dtype=np.float32)  # as sampled, before clipping
+    rewards_buf = np.zeros((T, N), dtype=np.float32)
+    terminations_buf = np.zeros((T, N), dtype=np.float32)
+    truncations_buf = np.zeros((T, N), dtype=np.float32)
+
+    start_time = time.perf_counter()
+    start_step, last_print = global_step, start_time
+    previous_seconds = stats["wall_seconds"]
+    interrupted = failed = False
+    with StopOnSigint() as sigint:
+        print(f"PPO on {args.env_id}: {num_iterations - global_step // batch_size} updates of {batch_size} "
+              f"steps on {device}; logging to {run_dir}", flush=True)
+        for iteration in range(global_step // batch_size, num_iterations):
+            if args.anneal_lr:  # lr falls linearly: lr0 at the first update, lr0 / num_iterations at the last
+                optimizer.param_groups[0]["lr"] = args.learning_rate * (1.0 - iteration / num_iterations)
+
+            # --- rollout: act with the current policy, keep what GAE and the loss need ---------
+            for t in range(T):
+                obs_buf[t] = next_obs
+                with torch.inference_mode():
+                    action = agent.sample_action(torch.from_numpy(obs_buf[t]).to(device)).cpu().numpy()
+                next_obs, reward, terminated, truncated, info = envs.step(np.clip(action, action_low, action_high))
+                actions_buf[t], rewards_buf[t] = action, reward
+                terminations_buf[t], truncations_buf[t] = terminated, truncated
+                next_obs_buf[t] = successor_obs(next_obs, info)
+                global_step += N
+                if "_episode" in info.get("final_info", {}):
+                    episode = info["final_info"]["episode"]
+                    for i in np.flatnonzero(info["final_info"]["_episode"]):
+                        recent_returns.append(float(episode["r"][i]))
+                        writer.add_scalar("charts/episodic_return", float(episode["r"][i]), global_step)
+                        writer.add_scalar("charts/episodic_length", int(episode["l"][i]), global_step)
+                    if (stats["steps_to_threshold"] is None and threshold is not None
+                            and len(recent_returns) == recent_returns.maxlen
+                            and np.mean(recent_returns) >= threshold):
+                        stats["steps_to_threshold"] = global_step
+                        stats["seconds_to_threshold"] = previous_seconds + time.perf_counter() - start_time
+
+            # --- advantages, with the networks as they were during the rollout -----------------
+            obs = torch.from_numpy(obs_buf).to(device)
+            actions = torch.from_numpy(actions_buf).to(device)
+            with torch.no_grad():
+                values = agent.value(obs)
+                next_values = agent.value(torch.from_numpy(next_obs_buf).to(device))
+                logprobs, _ = agent.logprob_entropy(obs, actions)  # log π_θold(a_t|s_t)
+                advantages = compute_gae(torch.from_numpy(rewards_buf).to(device), values, next_values,
+                                         torch.from_numpy(terminations_buf).to(device),
+                                         torch.from_numpy(truncations_buf).to(device),
+                                         args.gamma, args.gae_lambda)
+                returns = advantages + values  # R̂_t = Â_t + V(s_t)
+            batch = {"obs": obs.reshape(batch_size, obs_dim), "actions": actions.reshape(batch_size, action_dim),
+                     "logprobs": logprobs.reshape(-1), "advantages": advantages.reshape(-1),
+                     "returns": returns.reshape(-1), "values": values.reshape(-1)}
+
+            # --- update ------------------------------------------------------------------------
+            try:
+                losses = ppo_update(agent, optimizer, batch, args)
+            except FloatingPointError as e:
+                print(f"ppo_continuous.py: error: training stopped at step {global_step}: {e}", file=sys.stderr)
+                failed = True
+                break
+
+            # --- logging -----------------------------------------------------------------------
+            elapsed = time.perf_counter() - start_time
+            sps = (global_step - start_step) / elapsed
+            writer.add_scalar("charts/learning_rate", optimizer.param_groups[0]["lr"], global_step)
+            writer.add_scalar("charts/SPS", sps, global_step)
+            for key in ("policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac"):
+                if key in losses:
+                    writer.add_scalar(f"losses/{key}", losses[key], global_step)
+            writer.add_scalar("losses/explained_variance",
+                              explained_variance(batch["values"], batch["returns"]), global_step)
+            writer.add_scalar("charts/update_epochs_run", losses["epochs"], global_step)
+            now = time.perf_counter()
+            if now - last_print >= 5.0 or iteration == num_iterations - 1 or sigint.requested:
+                last_print = now
+                recent = f"{np.mean(recent_returns):8.1f}" if recent_returns else "     n/a"
+                eta = (num_iterations * batch_size - global_step) / max(sps, 1e-9)
+                print(f"step {global_step:>9,} ({100 * global_step / (num_iterations * batch_size):3.0f}%)"
+                      f" | return {recent} (last {len(recent_returns)}) | {sps:7,.0f} steps/s"
+                      f" | ETA {format_seconds(eta)}", flush=True)
+            if sigint.requested and iteration < num_iterations - 1:
+                interrupted = True
+                break
+    envs.close()
+
+    train_seconds = time.perf_counter() - start_time
+    wall_seconds = previous_seconds + train_seconds
+    stats.update(recent_returns=list(recent_returns), wall_seconds=wall_seconds)
+    checkpoint_path = os.path.join(run_dir, f"{args.exp_name}.pt")
+    weights_finite = (all(torch.isfinite(p).all() for p in agent.parameters())
+                      and all(np.isfinite(rms.var).all() for rms in (obs_rms, return_rms) if rms is not None))
+    if args.save_model and weights_finite:  # a checkpoint on disk is never replaced by broken weights
+        save_checkpoint(checkpoint_path, agent, optimizer, global_step, args, stats, obs_rms, return_rms)
+    eval_returns = []
+    if not (interrupted or failed):
+        eval_returns = evaluate(agent, env_id, obs_rms, args.eval_episodes, args.seed + 10_000, device)
+        for i, episodic_return in enumerate(eval_returns):
+            writer.add_scalar("eval/episodic_return", episodic_return, i)
+    writer.close()
+    if args.track:
+        wandb.finish()
+
+    summary = {
+        "algorithm": "ppo_continuous", "env_id": args.env_id, "seed": args.seed, "global_step": global_step,
+        "wall_seconds": wall_seconds, "sps": (global_step - start_step) / train_seconds,
+        "final_return": float(np.mean(recent_returns)) if recent_returns else None,
+        "eval_return": float(np.mean(eval_returns)) if eval_returns else None,
+        "eval_return_std": float(np.std(eval_returns)) if eval_returns else None,
+        "reward_threshold": threshold, "steps_to_threshold": stats["steps_to_threshold"],
+        "seconds_to_threshold": stats["seconds_to_threshold"],
+        "interrupted": interrupted, "failed": failed,
+        "checkpoint": checkpoint_path if args.save_model and weights_finite else None, "run_dir": run_dir,
+        "args": asdict(args),
+    }
+    with open(os.path.join(run_dir, "summary.json"), "w") as f:
+        json.dump(summary, f, indent=2)
+    if interrupted:
+        resume_hint = f"; continue with --resume {checkpoint_path}" if args.save_model else ""
+        print(f"interrupted at step {global_step:,}{resume_hint}", flush=True)
+    elif not failed:
+        print(f"eval: mean return {summary['eval_return']:.1f} ± {summary['eval_return_std']:.1f} over "
+              f"{len(eval_returns)} mean-action episodes (training: {summary['final_return']}, "
+              f"{wall_seconds:.1f}s, {summary['sps']:,.0f} steps/s)", flush=True)
+    return summary
+
+
+# --------------------------------------------------------------------------------- evaluate
+def evaluate(agent: Agent, env_id: str, obs_rms: Optional[RunningMeanStd], episodes: int, seed: int,
+             device: torch.device, video_dir: Optional[str] = None) -> list[float]:
+    """Raw returns of `episodes` episodes with the mean action μ_θ(s), observations normalised by
+    the frozen obs_rms."""
+    env = make_env(env_id, obs_rms, update_stats=False, capture_video=video_dir is not None,
+                   video_dir=video_dir or "")()
+    returns = []
+    obs, _ = env.reset(seed=seed)
+    for _ in range(episodes):
+        done, episodic_return = False, 0.0
+        while not done:
+            with torch.inference_mode():
+                obs_tensor = torch.as_tensor(np.asarray(obs, dtype=np.float32), device=device)
+                action = np.clip(agent.mean_action(obs_tensor).cpu().numpy(), env.action_space.low, env.action_space.high)
+            obs, reward, terminated, truncated, _ = env.step(action)
+            episodic_return += float(reward)
+            done = terminated or truncated
+        returns.append(episodic_return)
+        obs, _ = env.reset()
+    env.close()
+    return returns
+
+
+def evaluate_checkpoint(args: Args) -> list[float]:
+    """--eval-checkpoint: load the agent and normalisation saved at that path and run mean-action episodes."""
+    env_id, obs_dim, action_dim, _, device = check_setup(args)
+    checkpoint = load_checkpoint(args.eval_checkpoint, obs_dim, action_dim, device)
+    agent = Agent(obs_dim, action_dim).to(device)
+    agent.load_state_dict(checkpoint["agent"])
+    video_dir = (os.path.join(os.path.dirname(os.path.abspath(args.eval_checkpoint)), "videos", "eval")
+                 if args.capture_video else None)
+    returns = evaluate(agent, env_id, rms_from_state(checkpoint["obs_rms"]), args.eval_episodes,
+                       args.seed + 10_000, device, video_dir)
+    print(f"eval: mean return {np.mean(returns):.1f} ± {np.std(returns):.1f} over {len(returns)} "
+          f"mean-action episodes of {args.env_id} (checkpoint at step {checkpoint['global_step']:,})", flush=True)
+    return returns
+
+
+def defaults_from_checkpoint(argv: list[str]) -> Args:
+    """With --resume or --eval-checkpoint, the checkpoint's saved arguments become the defaults,
+    so a run goes on as it was started; flags given on the command line still override them."""
+    for i, word in enumerate(argv):
+        flag, _, value = word.partition("=")
+        if flag in ("--resume", "--eval-checkpoint"):
+            path = value or (argv[i + 1] if i + 1 < len(argv) else "")
+            try:
+                saved = torch.load(path, map_location="cpu", weights_only=False)["args"]
+            except Exception:
+                return Args()  # a bad path is reported, once parsed, by load_checkpoint
+            fields = Args.__dataclass_fields__
+            return Args(**{k: v for k, v in saved.items() if k in fields and k not in ("resume", "eval_checkpoint")})
+    return Args()
+
+
+if __name__ == "__main__":
+    cli_args = tyro.cli(Args, default=defaults_from_checkpoint(sys.argv[1:]), description=__doc__.split("\n\n")[0])
+    try:
+        if cli_args.eval_checkpoint:
+            evaluate_checkpoint(cli_args)
+        else:
+            summary = train(cli_args)
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # the run is over: a late Ctrl-C has nothing to stop
+            sys.exit(130 if summary["interrupted"] else 1 if summary["failed"] else 0)
+    except UsageError as error:
+        print(f"ppo_continuous.py: error: {error}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("aborted without saving", file=sys.stderr)
+        sys.exit(130)
