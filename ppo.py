@@ -185,21 +185,23 @@ def successor_obs(next_obs: np.ndarray, info: dict) -> np.ndarray:
 
 
 def make_env(env_id: str, capture_video: bool = False, video_dir: str = ""):
-    """A thunk building one env; with capture_video, it records episodes to video_dir."""
+    """A thunk building one env that records its episodes' statistics; with capture_video, it
+    records videos of them to video_dir."""
     def thunk():
         if capture_video:
             env = gym.make(env_id, render_mode="rgb_array")
-            return gym.wrappers.RecordVideo(env, video_dir, disable_logger=True)
-        return gym.make(env_id)
+            env = gym.wrappers.RecordVideo(env, video_dir, disable_logger=True)
+        else:
+            env = gym.make(env_id)
+        return gym.wrappers.RecordEpisodeStatistics(env)
     return thunk
 
 
 def make_vec_env(args: Args, env_id: str, video_dir: str) -> gym.vector.VectorEnv:
-    """num_envs copies in one process, autoreset in the same step (so final_obs is at hand),
-    episode returns recorded as the env gives them."""
+    """num_envs copies in one process, autoreset in the same step (so final_obs is at hand). An
+    episode's statistics arrive in info["final_info"]."""
     thunks = [make_env(env_id, args.capture_video and i == 0, video_dir) for i in range(args.num_envs)]
-    envs = gym.vector.SyncVectorEnv(thunks, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
-    return gym.wrappers.vector.RecordEpisodeStatistics(envs)
+    return gym.vector.SyncVectorEnv(thunks, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
 
 
 # --------------------------------------------------------------------------------- networks
@@ -526,12 +528,12 @@ def train(args: Args) -> dict:
                 terminations_buf[t], truncations_buf[t] = terminated, truncated
                 next_obs_buf[t] = successor_obs(next_obs, info)
                 global_step += N
-                if "_episode" in info:
-                    for i in np.flatnonzero(info["_episode"]):
-                        episodic_return = float(info["episode"]["r"][i])
-                        recent_returns.append(episodic_return)
-                        writer.add_scalar("charts/episodic_return", episodic_return, global_step)
-                        writer.add_scalar("charts/episodic_length", int(info["episode"]["l"][i]), global_step)
+                if "_episode" in info.get("final_info", {}):
+                    episode = info["final_info"]["episode"]
+                    for i in np.flatnonzero(info["final_info"]["_episode"]):
+                        recent_returns.append(float(episode["r"][i]))
+                        writer.add_scalar("charts/episodic_return", float(episode["r"][i]), global_step)
+                        writer.add_scalar("charts/episodic_length", int(episode["l"][i]), global_step)
                     if (stats["steps_to_threshold"] is None and threshold is not None
                             and len(recent_returns) == recent_returns.maxlen
                             and np.mean(recent_returns) >= threshold):

@@ -1,15 +1,14 @@
 """Proximal Policy Optimization (PPO) with the clipped surrogate objective, continuous actions.
 
-The idea this file adds to ppo.py: a Gaussian policy for actions that are real vectors, and
-normalised observations and rewards, which MuJoCo-scale envs need.
+The idea this file adds to ppo.py: a diagonal Gaussian policy for real-valued actions, its mean
+from the actor network and its log σ a learned parameter, the same in every state; and the
+normalised observations and rewards that MuJoCo-scale envs need.
 
-    π_θ(a|s)     = Π_i N(a_i; μ_θ(s)_i, σ_i²)     mean from the actor network, log σ learned, state-independent
-    log π_θ(a|s) = Σ_i [ -(a_i - μ_i)² / (2σ_i²) - log σ_i - ½ log 2π ]
+    log π_θ(a|s) = Σ_i [ -(a_i - μ_θ(s)_i)² / (2σ_i²) - log σ_i - ½ log 2π ]     summed over dimensions
     H(π_θ(·|s))  = Σ_i [ ½ + ½ log 2π + log σ_i ]
 
-The action a is stored as sampled, and the ratio uses its log-density; only the copy sent to the
-env is clipped to the action bounds (clipping the stored one would change its log-density).
-The rest is ppo.py's:
+The sampled action is stored and its log-density goes into the ratio; only the copy sent to the
+env is clipped to the action bounds. The rest is ppo.py's:
 
     r_t(θ)      = π_θ(a_t | s_t) / π_θold(a_t | s_t)                        probability ratio
     L^CLIP(θ)   = E_t[ min( r_t(θ) Â_t,  clip(r_t(θ), 1 - ε, 1 + ε) Â_t ) ]    clipped surrogate
@@ -29,13 +28,11 @@ reset, so s_{t+1} is the final observation it reports. A time-limit truncation i
 end: its return is bootstrapped from V(s_{t+1}). Only a true termination cuts it (term_t = 1).
 done_t = term_t or trunc_t stops the recursion from running into the next episode.
 
-Normalisation, by gymnasium's wrappers, with one set of running statistics shared by all envs:
+Normalisation by gymnasium's wrappers, with running statistics shared by all envs, saved in the
+checkpoint, and frozen for evaluation (logged returns are the env's own, recorded before them):
 
     s ← clip((s - mean[s]) / √(var[s] + 1e-8), -10, 10)                    observations
-    r ← clip(r / √(var[G] + 1e-8), -10, 10),  G ← γ (1 - term) G + r         rewards, G the discounted return
-
-Episode returns are recorded before either wrapper, so logged returns are the env's own. The
-statistics go into the checkpoint: --resume goes on updating them, evaluation uses them frozen.
+    r ← clip(r / √(var[G] + 1e-8), -10, 10),  G ← γ (1 - term) G + r         rewards; G the discounted return
 
 Defaults (1 env x 2048 steps, 32 minibatches, 10 epochs, lr 3e-4 annealed, γ 0.99, λ 0.95, 1M
 steps) are the PPO paper's MuJoCo settings.
@@ -200,13 +197,9 @@ def successor_obs(next_obs: np.ndarray, info: dict) -> np.ndarray:
 
 def make_env(env_id: str, obs_rms: Optional[RunningMeanStd] = None, return_rms: Optional[RunningMeanStd] = None,
              gamma: float = 0.99, update_stats: bool = True, capture_video: bool = False, video_dir: str = ""):
-    """A thunk building one env; with capture_video, it records episodes to video_dir.
-
-    Episode statistics are recorded first, on the env's own rewards. Then, with obs_rms,
-    observations are normalised and clipped to ±10; with return_rms, rewards are scaled by the
-    std of the discounted return and clipped to ±10. The wrappers use the statistics objects
-    given, so that all envs share one set and the checkpoint can carry it; update_stats=False
-    freezes them."""
+    """A thunk building one env that records its episodes' statistics; with capture_video, it
+    records videos of them to video_dir. Then come the normalising wrappers, with the statistics
+    objects given (shared by all envs, carried by the checkpoint), frozen if not update_stats."""
     def thunk():
         if capture_video:
             env = gym.make(env_id, render_mode="rgb_array")
@@ -227,8 +220,8 @@ def make_env(env_id: str, obs_rms: Optional[RunningMeanStd] = None, return_rms: 
 
 
 def make_vec_env(args: Args, env_id: str, obs_rms, return_rms, video_dir: str) -> gym.vector.VectorEnv:
-    """num_envs copies in one process, autoreset in the same step (so final_obs is at hand, and
-    normalised like every other observation). An episode's statistics arrive in info["final_info"]."""
+    """num_envs copies in one process, autoreset in the same step (so final_obs is at hand). An
+    episode's statistics arrive in info["final_info"]."""
     thunks = [make_env(env_id, obs_rms, return_rms, args.gamma, True, args.capture_video and i == 0, video_dir)
               for i in range(args.num_envs)]
     return gym.vector.SyncVectorEnv(thunks, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
@@ -453,21 +446,8 @@ def save_checkpoint(path: str, agent: Agent, optimizer, global_step: int, args: 
     torch.save({"agent": agent.state_dict(), "optimizer": optimizer.state_dict(),
                 "global_step": global_step, "obs_dim": agent.actor_mean[0].in_features,
                 "action_dim": agent.actor_mean[-1].out_features, "args": asdict(args), "stats": stats,
-                "obs_rms": rms_state(obs_rms), "return_rms": rms_state(return_rms)}, path + ".tmp")
+                "obs_rms": obs_rms, "return_rms": return_rms}, path + ".tmp")
     os.replace(path + ".tmp", path)  # never leave a half-written checkpoint behind
-
-
-def rms_state(rms: Optional[RunningMeanStd]) -> Optional[dict]:
-    return None if rms is None else {"mean": rms.mean.copy(), "var": rms.var.copy(), "count": rms.count}
-
-
-def rms_from_state(state: Optional[dict]) -> Optional[RunningMeanStd]:
-    """Normalisation statistics as a checkpoint saved them (None: that normalisation was off)."""
-    if state is None:
-        return None
-    rms = RunningMeanStd(shape=np.shape(state["mean"]))
-    rms.mean, rms.var, rms.count = state["mean"].copy(), state["var"].copy(), state["count"]
-    return rms
 
 
 def format_seconds(seconds: float) -> str:
@@ -514,7 +494,7 @@ def train(args: Args) -> dict:
         obs_rms = RunningMeanStd(shape=(obs_dim,)) if args.norm_obs else None
         return_rms = RunningMeanStd(shape=()) if args.norm_reward else None
     else:
-        obs_rms, return_rms = rms_from_state(checkpoint["obs_rms"]), rms_from_state(checkpoint["return_rms"])
+        obs_rms, return_rms = checkpoint["obs_rms"], checkpoint["return_rms"]
         if (obs_rms is not None, return_rms is not None) != (args.norm_obs, args.norm_reward):
             raise UsageError(f"checkpoint {args.resume} was trained with --norm-obs {obs_rms is not None} "
                              f"and --norm-reward {return_rms is not None}; resume with the same")
@@ -716,8 +696,8 @@ def evaluate_checkpoint(args: Args) -> list[float]:
     agent.load_state_dict(checkpoint["agent"])
     video_dir = (os.path.join(os.path.dirname(os.path.abspath(args.eval_checkpoint)), "videos", "eval")
                  if args.capture_video else None)
-    returns = evaluate(agent, env_id, rms_from_state(checkpoint["obs_rms"]), args.eval_episodes,
-                       args.seed + 10_000, device, video_dir)
+    returns = evaluate(agent, env_id, checkpoint["obs_rms"], args.eval_episodes, args.seed + 10_000, device,
+                       video_dir)
     print(f"eval: mean return {np.mean(returns):.1f} ± {np.std(returns):.1f} over {len(returns)} "
           f"mean-action episodes of {args.env_id} (checkpoint at step {checkpoint['global_step']:,})", flush=True)
     return returns

@@ -1,7 +1,8 @@
 """Small envs that stand in for a user's own, for the tests.
 
-Importing this module registers `IdentityRegistered-v0`, so `user_envs:IdentityRegistered-v0`
-is gymnasium's own `module:EnvName` form; `user_envs:Identity` names the class directly.
+Importing this module registers `IdentityRegistered-v0` and the others at the end, so
+`user_envs:IdentityRegistered-v0` is gymnasium's own `module:EnvName` form; `user_envs:Identity`
+names the class directly.
 """
 
 import gymnasium as gym
@@ -72,5 +73,53 @@ class Counter(gym.Env):
         return np.array([self.t], np.float32), 0.0, False, False, {}
 
 
+class ContinuousIdentity(gym.Env):
+    """Each step shows a target in [-0.5, 0.5]^2; the reward is minus the squared distance of the
+    action from it. Actions are bounded to [-1, 1]: a fresh Gaussian policy (σ = 1) often samples
+    beyond them. 20 steps an episode."""
+
+    observation_space = gym.spaces.Box(-0.5, 0.5, (2,), np.float32)
+    action_space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
+
+    def _observe(self):
+        self.target = self.np_random.uniform(-0.5, 0.5, 2).astype(np.float32)
+        return self.target.copy()
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        self.received = getattr(self, "received", [])  # every action the env was given, for the tests
+        return self._observe(), {}
+
+    def step(self, action):
+        self.received.append(np.array(action))
+        reward = -float(np.sum((np.asarray(action) - self.target) ** 2))
+        self.t += 1
+        return self._observe(), reward, self.t >= 20, False, {}
+
+
+class ContinuousNaNReward(ContinuousIdentity):
+    """Turns its rewards into NaN after a while: training must stop cleanly."""
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = super().step(action)
+        self.steps_taken = getattr(self, "steps_taken", 0) + 1
+        return obs, (np.nan if self.steps_taken > 600 else reward), terminated, truncated, info
+
+
+class ContinuousCounter(Counter):
+    """Counter with a Box action space."""
+
+    action_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
+
+
+class MultiDimensionalAction(ContinuousIdentity):
+    """A matrix-shaped Box action: ppo_continuous.py refuses it."""
+
+    action_space = gym.spaces.Box(-1.0, 1.0, (2, 2), np.float32)
+
+
 gym.register(id="IdentityRegistered-v0", entry_point=Identity)
 gym.register(id="Counter-v0", entry_point=Counter, max_episode_steps=5)
+gym.register(id="ContinuousIdentityRegistered-v0", entry_point=ContinuousIdentity)
+gym.register(id="ContinuousCounter-v0", entry_point=ContinuousCounter, max_episode_steps=5)
