@@ -6,12 +6,14 @@ for its peak resident memory. Writes the raw per-run results as JSON and prints 
 with the median and min-max over seeds.
 
     python benchmark/speed.py --script ppo.py --env-id CartPole-v1 --seeds 1 2 3
+    python benchmark/speed.py --script ppo_continuous.py --env-id HalfCheetah-v5 --extra="--total-timesteps 204800"
 """
 
 import json
 import os
 import platform
 import re
+import shlex
 import statistics
 import subprocess
 import sys
@@ -32,15 +34,15 @@ class Args:
     """env to train on"""
     seeds: list[int] = field(default_factory=lambda: [1, 2, 3])
     """one run per seed"""
-    extra: list[str] = field(default_factory=list)
-    """further flags passed to the script, e.g. --extra --total-timesteps 50000"""
+    extra: str = ""
+    """further flags passed to the script, as one string, e.g. --extra='--total-timesteps 50000'"""
     out: str = "benchmark/results/speed"
     """folder for the raw results (one JSON file per script and env)"""
 
 
 def run_once(args: Args, seed: int, runs_dir: str) -> dict:
     command = [sys.executable, os.path.join(ROOT, args.script), "--env-id", args.env_id, "--seed", str(seed),
-               "--runs-dir", runs_dir, "--no-save-model", *args.extra]
+               "--runs-dir", runs_dir, "--no-save-model", *shlex.split(args.extra)]
     result = subprocess.run(["/usr/bin/time", "-v", *command], capture_output=True, text=True)
     if result.returncode != 0:
         sys.exit(f"run failed ({' '.join(command)}):\n{result.stderr[-2000:]}")
