@@ -671,6 +671,7 @@ def evaluate(agent: Agent, env_id: str, obs_rms: Optional[RunningMeanStd], episo
     the frozen obs_rms."""
     env = make_env(env_id, obs_rms, update_stats=False, capture_video=video_dir is not None,
                    video_dir=video_dir or "")()
+    action_low, action_high = env.action_space.low, env.action_space.high
     returns = []
     obs, _ = env.reset(seed=seed)
     for _ in range(episodes):
@@ -678,8 +679,8 @@ def evaluate(agent: Agent, env_id: str, obs_rms: Optional[RunningMeanStd], episo
         while not done:
             with torch.inference_mode():
                 obs_tensor = torch.as_tensor(np.asarray(obs, dtype=np.float32), device=device)
-                action = np.clip(agent.mean_action(obs_tensor).cpu().numpy(), env.action_space.low, env.action_space.high)
-            obs, reward, terminated, truncated, _ = env.step(action)
+                action = agent.mean_action(obs_tensor).cpu().numpy()
+            obs, reward, terminated, truncated, _ = env.step(np.clip(action, action_low, action_high))
             episodic_return += float(reward)
             done = terminated or truncated
         returns.append(episodic_return)

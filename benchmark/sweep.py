@@ -45,7 +45,8 @@ def run(job: tuple) -> dict:
     args = module.Args(seed=seed, runs_dir=runs_dir, save_model=False, eval_episodes=5, **settings)
     with contextlib.redirect_stdout(io.StringIO()):
         summary = module.train(args)
-    keep = ("env_id", "seed", "global_step", "steps_to_threshold", "final_return", "eval_return", "eval_return_std")
+    keep = ("env_id", "seed", "global_step", "steps_to_threshold", "final_return", "eval_return",
+            "eval_return_std")
     return {"setting": name, **{key: summary[key] for key in keep}}
 
 
@@ -53,7 +54,8 @@ def main(args: Args) -> None:
     configs = json.load(open(args.configs))
     results = []
     with tempfile.TemporaryDirectory() as runs_dir, multiprocessing.Pool(args.jobs) as pool:
-        jobs = [(args.script, name, settings, seed, runs_dir) for name, settings in configs.items() for seed in args.seeds]
+        jobs = [(args.script, name, settings, seed, runs_dir)
+                for name, settings in configs.items() for seed in args.seeds]
         for result in pool.imap(run, jobs):
             results.append(result)
             print(json.dumps(result), flush=True)
