@@ -16,6 +16,16 @@ def run_script(script: str, *flags: str, cwd: str, timeout: float = 120) -> subp
                           capture_output=True, text=True, timeout=timeout)
 
 
+def check_usage_error(script: str, flags: list[str], message: str, cwd) -> None:
+    """A user's mistake: exit status 2, one line on stderr naming the script and the problem, and
+    nothing started (no runs/ directory)."""
+    result = run_script(script, *flags, cwd=str(cwd))
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert result.stderr.startswith(f"{script}: error:") and message in result.stderr
+    assert not os.path.exists(os.path.join(cwd, "runs"))  # stopped before training started
+
+
 def read_scalars(run_dir: str, tag: str) -> list[tuple[int, float]]:
     """(step, value) pairs a run logged to tensorboard under `tag`."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import ppo
-from conftest import ROOT, TESTS, read_scalars, run_script
+from conftest import ROOT, TESTS, check_usage_error, read_scalars, run_script
 
 
 # ------------------------------------------------------------------------------------- GAE
@@ -323,12 +323,7 @@ BAD_INPUTS = {
 @pytest.mark.parametrize("case", BAD_INPUTS, ids=list(BAD_INPUTS))
 def test_bad_input_gives_one_line_and_exit_status_2(case, tmp_path, cartpole_checkpoint):
     flags, message = BAD_INPUTS[case]
-    flags = [flag.format(checkpoint=cartpole_checkpoint) for flag in flags]
-    result = run_script("ppo.py", *flags, cwd=str(tmp_path))
-    assert result.returncode == 2
-    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
-    assert result.stderr.startswith("ppo.py: error:") and message in result.stderr
-    assert not (tmp_path / "runs").exists()  # stopped before training started
+    check_usage_error("ppo.py", [flag.format(checkpoint=cartpole_checkpoint) for flag in flags], message, tmp_path)
 
 
 def test_help_documents_every_flag():

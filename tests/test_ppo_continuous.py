@@ -18,7 +18,7 @@ import torch
 from gymnasium.wrappers.utils import RunningMeanStd
 
 import ppo_continuous as pc
-from conftest import ROOT, read_scalars, run_script
+from conftest import ROOT, check_usage_error, read_scalars, run_script
 
 # Small, fast settings for the identity env (immediate rewards, so a short horizon γ).
 IDENTITY = dict(env_id="user_envs:ContinuousIdentityRegistered-v0", num_envs=4, num_steps=256, num_minibatches=8,
@@ -256,11 +256,7 @@ BAD_INPUTS = {
 def test_bad_input_gives_one_line_and_exit_status_2(case, tmp_path, pendulum_checkpoint):
     flags, message = BAD_INPUTS[case]
     flags = [flag.format(checkpoint=pendulum_checkpoint) for flag in flags]
-    result = run_script("ppo_continuous.py", *flags, cwd=str(tmp_path))
-    assert result.returncode == 2
-    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
-    assert result.stderr.startswith("ppo_continuous.py: error:") and message in result.stderr
-    assert not (tmp_path / "runs").exists()
+    check_usage_error("ppo_continuous.py", flags, message, tmp_path)
 
 
 def test_help_documents_every_flag():
