@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import ppo
-from conftest import ROOT, TESTS, check_usage_error, read_scalars, run_script
+from conftest import ROOT, check_usage_error, read_scalars, run_script
 
 
 # ------------------------------------------------------------------------------------- GAE
