@@ -3,10 +3,12 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TESTS = os.path.join(ROOT, "tests")
 sys.path[:0] = [ROOT, TESTS]  # `import ppo` and `import user_envs` as a user's script would
+torch.set_num_threads(1)  # as the scripts do: these networks are small, and the tests share the cores
 
 
 def run_script(script: str, *flags: str, cwd: str, timeout: float = 120) -> subprocess.CompletedProcess:

@@ -119,6 +119,28 @@ class MultiDimensionalAction(ContinuousIdentity):
     action_space = gym.spaces.Box(-1.0, 1.0, (2, 2), np.float32)
 
 
+class TwoStepChain(gym.Env):
+    """A two-step MDP small enough to compute the expected return exactly. From state 0, action a
+    earns FIRST_REWARDS[a] and leads to state 1 + a; there, action b earns SECOND_REWARDS[1 + a][b]
+    and the episode ends. Observations are one-hot states."""
+
+    FIRST_REWARDS = (4.0, 1.0)
+    SECOND_REWARDS = {1: (1.0, 3.0), 2: (5.0, 2.0)}
+    observation_space = gym.spaces.Box(0.0, 1.0, (3,), np.float32)
+    action_space = gym.spaces.Discrete(2)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.state = 0
+        return np.eye(3, dtype=np.float32)[0], {}
+
+    def step(self, action):
+        if self.state == 0:
+            reward, self.state = self.FIRST_REWARDS[int(action)], 1 + int(action)
+            return np.eye(3, dtype=np.float32)[self.state], reward, False, False, {}
+        return np.eye(3, dtype=np.float32)[0], self.SECOND_REWARDS[self.state][int(action)], True, False, {}
+
+
 gym.register(id="IdentityRegistered-v0", entry_point=Identity)
 gym.register(id="Counter-v0", entry_point=Counter, max_episode_steps=5)
 gym.register(id="ContinuousIdentityRegistered-v0", entry_point=ContinuousIdentity)
