@@ -49,6 +49,9 @@ for a Discrete action space and a diagonal Gaussian with a state-independent log
     log π_θ(a|s) = z_a - log Σ_b exp z_b                                   z = logits_θ(s)
     log π_θ(a|s) = Σ_i [ -(a_i - μ_θ(s)_i)² / (2σ_i²) - log σ_i - ½ log 2π ]
 
+Defaults (batches of 1000 steps, Adam lr 3e-3, γ 0.99) were tuned on CartPole-v1; README.md gives
+the steps each of reinforce.py and reinforce_baseline.py took there to a mean return of 475.
+
 References:
     Williams (1992). Simple Statistical Gradient-Following Algorithms for Connectionist
         Reinforcement Learning. Machine Learning 8, 229-256.

@@ -60,6 +60,9 @@ for a Discrete action space and a diagonal Gaussian with a state-independent log
     log π_θ(a|s) = z_a - log Σ_b exp z_b                                   z = logits_θ(s)
     log π_θ(a|s) = Σ_i [ -(a_i - μ_θ(s)_i)² / (2σ_i²) - log σ_i - ½ log 2π ]
 
+Defaults (batches of 1000 steps, Adam lr 3e-3, γ 0.99) were tuned on CartPole-v1; README.md gives
+the steps each of reinforce.py and reinforce_baseline.py took there to a mean return of 475.
+
 References:
     Williams (1992). Simple Statistical Gradient-Following Algorithms for Connectionist
         Reinforcement Learning. Machine Learning 8, 229-256.
@@ -354,7 +357,7 @@ def reinforce_update(policy: Policy, baseline: nn.Module, optimizer: torch.optim
     actions = torch.from_numpy(np.concatenate([e["actions"] for e in episodes])).to(device)
     with torch.no_grad():  # V_φ as it was before it saw this batch
         values = baseline(obs).squeeze(-1)
-        final_obs = torch.from_numpy(np.stack([e["final_obs"] for e in episodes])).to(device)
+        final_obs = torch.from_numpy(np.array([e["final_obs"] for e in episodes], dtype=np.float32)).to(device)
         final_values = baseline(final_obs).squeeze(-1)
     last_values = [0.0 if e["terminated"] else float(v) for e, v in zip(episodes, final_values)]
     weights, returns = compute_weights(episodes, values.cpu().numpy(), last_values, args.gamma,
