@@ -22,6 +22,7 @@ mean, because E_{a~π_θ}[∇log π_θ(a|s)] = ∇Σ_a π_θ(a|s) = ∇1 = 0, so
 expectation alone and removes their noise:
 
     ∇J(θ) = E_τ[ Σ_t ∇log π_θ(a_t|s_t) G_t ],   G_t = Σ_{k≥t} γ^{k-t} r_k      reward-to-go
+                                                      (exact for γ = 1; for γ < 1 see below)
 
 From a batch D of complete episodes, the estimate is the sample mean, and it is the gradient of a
 pseudo-loss that autograd can differentiate (w_t is G_t, or R(τ) with --no-reward-to-go):
@@ -251,7 +252,7 @@ class Policy(nn.Module):
     def sample_action(self, obs: torch.Tensor) -> torch.Tensor:
         """a ~ π_θ(·|s): a Categorical draw, or μ_θ(s) + σ ⊙ ε with ε ~ N(0, I) (before clipping)."""
         out = self.actor(obs)
-        if self.discrete:  # Gumbel-max: argmax_a (z_a - log E_a), E_a ~ Exp(1), is a draw from softmax(z)
+        if self.discrete:  # Gumbel-max: argmax_a (z_a - log E_a), E_a ~ Exp(1), draws a from softmax(z)
             return (out - torch.empty_like(out).exponential_().log()).argmax(-1)
         return out + self.log_std.exp() * torch.randn_like(out)
 
@@ -469,8 +470,12 @@ def train(args: Args) -> dict:
         if (obs_rms is not None) != args.norm_obs:
             raise UsageError(f"checkpoint {args.resume} was trained with --norm-obs {obs_rms is not None}; "
                              "resume with the same")
+        if checkpoint["global_step"] >= args.total_timesteps:
+            raise UsageError(f"checkpoint {args.resume} is already at step {checkpoint['global_step']:,}; pass a "
+                             "larger --total-timesteps to train on")
 
-    seed_everything(args.seed, args.torch_deterministic)
+    # A resumed run goes on with fresh random numbers, not those its start drew.
+    seed_everything(args.seed + (checkpoint["global_step"] if checkpoint else 0), args.torch_deterministic)
     if checkpoint is None:
         safe_id = args.env_id.replace("/", "_").replace(":", "_")
         run_dir = os.path.join(args.runs_dir, f"{safe_id}__{args.exp_name}__{args.seed}__{int(time.time())}")
@@ -495,9 +500,6 @@ def train(args: Args) -> dict:
         for name, module in modules.items():
             module.load_state_dict(checkpoint[name])
         global_step, stats = checkpoint["global_step"], checkpoint["stats"]
-        if global_step >= args.total_timesteps:
-            raise UsageError(f"checkpoint {args.resume} is already at step {global_step:,}; pass a larger "
-                             "--total-timesteps to train on")
     recent_returns = collections.deque(stats["recent_returns"], maxlen=20)
 
     envs = make_vec_env(args, env_id, obs_rms, os.path.join(run_dir, "videos"))
@@ -558,9 +560,9 @@ def train(args: Args) -> dict:
     wall_seconds = previous_seconds + train_seconds
     stats.update(recent_returns=list(recent_returns), wall_seconds=wall_seconds)
     checkpoint_path = os.path.join(run_dir, f"{args.exp_name}.pt")
-    weights_finite = (all(torch.isfinite(p).all() for p in policy.parameters())
+    params_finite = (all(torch.isfinite(p).all() for p in policy.parameters())
                       and (obs_rms is None or np.isfinite(obs_rms.var).all()))
-    if args.save_model and weights_finite:  # a checkpoint on disk is never replaced by broken weights
+    if args.save_model and params_finite:  # a checkpoint on disk is never replaced by broken weights
         save_checkpoint(checkpoint_path, modules, global_step, args, stats, obs_rms, action_space)
     eval_returns = []
     if not (interrupted or failed):
@@ -580,7 +582,7 @@ def train(args: Args) -> dict:
         "reward_threshold": threshold, "steps_to_threshold": stats["steps_to_threshold"],
         "seconds_to_threshold": stats["seconds_to_threshold"],
         "interrupted": interrupted, "failed": failed,
-        "checkpoint": checkpoint_path if args.save_model and weights_finite else None, "run_dir": run_dir,
+        "checkpoint": checkpoint_path if args.save_model and params_finite else None, "run_dir": run_dir,
         "args": asdict(args),
     }
     with open(os.path.join(run_dir, "summary.json"), "w") as f:
@@ -590,7 +592,7 @@ def train(args: Args) -> dict:
         print(f"interrupted at step {global_step:,}{resume_hint}", flush=True)
     elif not failed:
         print(f"eval: mean return {summary['eval_return']:.1f} ± {summary['eval_return_std']:.1f} over "
-              f"{len(eval_returns)} greedy episodes (training: {summary['final_return']}, "
+              f"{len(eval_returns)} greedy episodes (training: {summary['final_return']:.1f}, "
               f"{wall_seconds:.1f}s, {summary['sps']:,.0f} steps/s)", flush=True)
     return summary
 

@@ -22,6 +22,7 @@ mean, because E_{a~π_θ}[∇log π_θ(a|s)] = ∇Σ_a π_θ(a|s) = ∇1 = 0, so
 expectation alone and removes their noise:
 
     ∇J(θ) = E_τ[ Σ_t ∇log π_θ(a_t|s_t) G_t ],   G_t = Σ_{k≥t} γ^{k-t} r_k      reward-to-go
+                                                      (exact for γ = 1; for γ < 1 see below)
 
 From a batch D of complete episodes, the estimate is the sample mean, and it is the gradient of a
 pseudo-loss that autograd can differentiate (w_t is G_t, or R(τ) with --no-reward-to-go):
@@ -42,7 +43,8 @@ action in s_t would have got, pure noise to the gradient, is gone:
 
 V_φ, a 64-64 tanh MLP with its own Adam, is fitted after each policy step by --vf-iters full-batch
 steps on ½ mean_t (V_φ(s_t) - G_t)². The weights use V_φ from before it saw the batch, so the
-baseline is no function of the actions it weighs.
+baseline is no function of the actions it weighs. (With --no-reward-to-go the weight is
+R(τ) - V_φ(s_t): still unbiased, but no estimate of an advantage.)
 
 Three honest approximations, as in most implementations:
   - With γ < 1 the exact gradient of the discounted J has a further factor γ^t in each term. It is
@@ -50,7 +52,8 @@ Three honest approximations, as in most implementations:
   - --norm-weights shifts the batch's weights to zero mean (a constant baseline) and scales them to
     unit std (a step size that adapts to the return scale): less variance, a little bias.
   - An episode cut by a time limit did not end: the rewards the limit cut off are bootstrapped,
-    G_T = V_φ(s_T) of the state it was cut at. Only a true termination ends the return at 0.
+    G_T = V_φ(s_T) of the state it was cut at (only a true termination ends the return at 0), so
+    ĝ is unbiased only as far as V_φ is right.
 
 A batch is complete episodes: the envs run until the batch holds --batch-steps transitions, then
 each env finishes the episode it is in; no episode is cut by the batch. The policy is Categorical
@@ -268,7 +271,7 @@ class Policy(nn.Module):
     def sample_action(self, obs: torch.Tensor) -> torch.Tensor:
         """a ~ π_θ(·|s): a Categorical draw, or μ_θ(s) + σ ⊙ ε with ε ~ N(0, I) (before clipping)."""
         out = self.actor(obs)
-        if self.discrete:  # Gumbel-max: argmax_a (z_a - log E_a), E_a ~ Exp(1), is a draw from softmax(z)
+        if self.discrete:  # Gumbel-max: argmax_a (z_a - log E_a), E_a ~ Exp(1), draws a from softmax(z)
             return (out - torch.empty_like(out).exponential_().log()).argmax(-1)
         return out + self.log_std.exp() * torch.randn_like(out)
 
@@ -376,6 +379,8 @@ def reinforce_update(policy: Policy, baseline: nn.Module, optimizer: torch.optim
     returns = torch.as_tensor(returns, dtype=torch.float32, device=device)
     for _ in range(args.vf_iters):  # L_V(φ) = ½ mean_t (V_φ(s_t) - G_t)²
         value_loss = 0.5 * ((baseline(obs).squeeze(-1) - returns) ** 2).mean()
+        if not torch.isfinite(value_loss):
+            raise FloatingPointError(f"value loss is {value_loss.item()}")
         baseline_optimizer.zero_grad(set_to_none=True)
         value_loss.backward()
         baseline_optimizer.step()
@@ -504,8 +509,12 @@ def train(args: Args) -> dict:
         if (obs_rms is not None) != args.norm_obs:
             raise UsageError(f"checkpoint {args.resume} was trained with --norm-obs {obs_rms is not None}; "
                              "resume with the same")
+        if checkpoint["global_step"] >= args.total_timesteps:
+            raise UsageError(f"checkpoint {args.resume} is already at step {checkpoint['global_step']:,}; pass a "
+                             "larger --total-timesteps to train on")
 
-    seed_everything(args.seed, args.torch_deterministic)
+    # A resumed run goes on with fresh random numbers, not those its start drew.
+    seed_everything(args.seed + (checkpoint["global_step"] if checkpoint else 0), args.torch_deterministic)
     if checkpoint is None:
         safe_id = args.env_id.replace("/", "_").replace(":", "_")
         run_dir = os.path.join(args.runs_dir, f"{safe_id}__{args.exp_name}__{args.seed}__{int(time.time())}")
@@ -533,9 +542,6 @@ def train(args: Args) -> dict:
         for name, module in modules.items():
             module.load_state_dict(checkpoint[name])
         global_step, stats = checkpoint["global_step"], checkpoint["stats"]
-        if global_step >= args.total_timesteps:
-            raise UsageError(f"checkpoint {args.resume} is already at step {global_step:,}; pass a larger "
-                             "--total-timesteps to train on")
     recent_returns = collections.deque(stats["recent_returns"], maxlen=20)
 
     envs = make_vec_env(args, env_id, obs_rms, os.path.join(run_dir, "videos"))
@@ -596,9 +602,9 @@ def train(args: Args) -> dict:
     wall_seconds = previous_seconds + train_seconds
     stats.update(recent_returns=list(recent_returns), wall_seconds=wall_seconds)
     checkpoint_path = os.path.join(run_dir, f"{args.exp_name}.pt")
-    weights_finite = (all(torch.isfinite(p).all() for p in [*policy.parameters(), *baseline.parameters()])
+    params_finite = (all(torch.isfinite(p).all() for p in [*policy.parameters(), *baseline.parameters()])
                       and (obs_rms is None or np.isfinite(obs_rms.var).all()))
-    if args.save_model and weights_finite:  # a checkpoint on disk is never replaced by broken weights
+    if args.save_model and params_finite:  # a checkpoint on disk is never replaced by broken weights
         save_checkpoint(checkpoint_path, modules, global_step, args, stats, obs_rms, action_space)
     eval_returns = []
     if not (interrupted or failed):
@@ -618,7 +624,7 @@ def train(args: Args) -> dict:
         "reward_threshold": threshold, "steps_to_threshold": stats["steps_to_threshold"],
         "seconds_to_threshold": stats["seconds_to_threshold"],
         "interrupted": interrupted, "failed": failed,
-        "checkpoint": checkpoint_path if args.save_model and weights_finite else None, "run_dir": run_dir,
+        "checkpoint": checkpoint_path if args.save_model and params_finite else None, "run_dir": run_dir,
         "args": asdict(args),
     }
     with open(os.path.join(run_dir, "summary.json"), "w") as f:
@@ -628,7 +634,7 @@ def train(args: Args) -> dict:
         print(f"interrupted at step {global_step:,}{resume_hint}", flush=True)
     elif not failed:
         print(f"eval: mean return {summary['eval_return']:.1f} ± {summary['eval_return_std']:.1f} over "
-              f"{len(eval_returns)} greedy episodes (training: {summary['final_return']}, "
+              f"{len(eval_returns)} greedy episodes (training: {summary['final_return']:.1f}, "
               f"{wall_seconds:.1f}s, {summary['sps']:,.0f} steps/s)", flush=True)
     return summary
 

@@ -28,6 +28,15 @@ def check_usage_error(script: str, flags: list[str], message: str, cwd) -> None:
     assert not os.path.exists(os.path.join(cwd, "runs"))  # stopped before training started
 
 
+def check_help(script: str, args_class) -> None:
+    """`--help` exits 0 and names every field of the script's Args as a flag."""
+    result = subprocess.run([sys.executable, os.path.join(ROOT, script), "--help"], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0
+    for field in args_class.__dataclass_fields__:
+        assert "--" + field.replace("_", "-") in result.stdout, field
+
+
 def read_scalars(run_dir: str, tag: str) -> list[tuple[int, float]]:
     """(step, value) pairs a run logged to tensorboard under `tag`."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import ppo
-from conftest import ROOT, check_usage_error, read_scalars, run_script
+from conftest import ROOT, check_help, check_usage_error, read_scalars, run_script
 
 
 # ------------------------------------------------------------------------------------- GAE
@@ -327,8 +327,4 @@ def test_bad_input_gives_one_line_and_exit_status_2(case, tmp_path, cartpole_che
 
 
 def test_help_documents_every_flag():
-    result = subprocess.run([sys.executable, os.path.join(ROOT, "ppo.py"), "--help"],
-                            capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0
-    for field in ppo.Args.__dataclass_fields__:
-        assert "--" + field.replace("_", "-") in result.stdout, field
+    check_help("ppo.py", ppo.Args)

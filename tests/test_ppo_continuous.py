@@ -18,7 +18,7 @@ import torch
 from gymnasium.wrappers.utils import RunningMeanStd
 
 import ppo_continuous as pc
-from conftest import ROOT, check_usage_error, read_scalars, run_script
+from conftest import ROOT, check_help, check_usage_error, read_scalars, run_script
 
 # Small, fast settings for the identity env (immediate rewards, so a short horizon γ).
 IDENTITY = dict(env_id="user_envs:ContinuousIdentityRegistered-v0", num_envs=4, num_steps=256, num_minibatches=8,
@@ -260,8 +260,4 @@ def test_bad_input_gives_one_line_and_exit_status_2(case, tmp_path, pendulum_che
 
 
 def test_help_documents_every_flag():
-    result = subprocess.run([sys.executable, os.path.join(ROOT, "ppo_continuous.py"), "--help"],
-                            capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0
-    for field in pc.Args.__dataclass_fields__:
-        assert "--" + field.replace("_", "-") in result.stdout, field
+    check_help("ppo_continuous.py", pc.Args)

@@ -20,7 +20,7 @@ import torch.nn as nn
 
 import reinforce as rf
 import reinforce_baseline as rb
-from conftest import ROOT, check_usage_error, read_scalars, run_script
+from conftest import ROOT, check_help, check_usage_error, read_scalars, run_script
 from user_envs import ContinuousIdentity, TwoStepChain
 
 CPU = torch.device("cpu")
@@ -395,8 +395,4 @@ def test_the_baselines_own_flags_are_checked(tmp_path):
 
 @BOTH
 def test_help_documents_every_flag(module):
-    result = subprocess.run([sys.executable, os.path.join(ROOT, script(module)), "--help"],
-                            capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0
-    for field in module.Args.__dataclass_fields__:
-        assert "--" + field.replace("_", "-") in result.stdout, field
+    check_help(script(module), module.Args)
