@@ -99,7 +99,7 @@ def gradient_samples():
     (exact,) = torch.autograd.grad(J, policy.actor.weight)
     envs = vector_env(TwoStepChain)
     samples = {"whole return": [], "reward-to-go": [], "zero baseline": [], "V baseline": []}
-    for _ in range(1500):
+    for _ in range(1000):
         episodes = rf.collect_batch(envs, policy, 20, CPU)["episodes"]
         obs, actions = concatenated(episodes, "obs"), concatenated(episodes, "actions")
         state_values = values[obs.argmax(-1)].numpy()
@@ -243,7 +243,7 @@ def test_the_batch_stores_the_sampled_action_and_the_env_gets_it_clipped(module)
 # ----------------------------------------------------------------------------------- learning
 @BOTH
 def test_learns_cartpole_within_a_small_budget(module, runs_dir):
-    summary = module.train(module.Args(seed=1, total_timesteps=40_000, runs_dir=runs_dir, save_model=False,
+    summary = module.train(module.Args(seed=1, total_timesteps=30_000, runs_dir=runs_dir, save_model=False,
                                        eval_episodes=3))
     # A random policy lasts about 22 steps.
     assert summary["final_return"] >= 150, summary["final_return"]
@@ -262,7 +262,7 @@ def test_learns_a_continuous_identity_env(module, runs_dir):
 @BOTH
 def test_same_seed_same_returns_other_seed_other_returns(module, tmp_path):
     def run(seed, name):
-        args = module.Args(seed=seed, total_timesteps=6000, batch_steps=1000, runs_dir=str(tmp_path / name),
+        args = module.Args(seed=seed, total_timesteps=3000, batch_steps=1000, runs_dir=str(tmp_path / name),
                            eval_episodes=1)
         summary = module.train(args)
         return summary, [value for _, value in read_scalars(summary["run_dir"], "charts/episodic_return")]
@@ -366,6 +366,8 @@ def cartpole_checkpoints(tmp_path_factory):
 
 BAD_INPUTS = {
     "image observations": (["--env-id", "user_envs:ImageObservation"], "flat Box"),
+    "baseline's regression steps": (["--vf-iters", "0"], "--vf-iters must be positive"),
+    "baseline's learning rate": (["--vf-learning-rate", "-1"], "--vf-learning-rate must be"),
     "matrix actions": (["--env-id", "user_envs:MultiDimensionalAction"], "flat Box"),
     "unknown env, with a suggestion": (["--env-id", "CartPole-v9"], "CartPole"),
     "module that does not import": (["--env-id", "no_such_module:Env-v0"], "cannot import"),
@@ -379,18 +381,17 @@ BAD_INPUTS = {
 }
 
 
-@BOTH
-@pytest.mark.parametrize("case", BAD_INPUTS, ids=list(BAD_INPUTS))
+# The checks are the same lines in both scripts: all of them on reinforce_baseline.py, a few on reinforce.py.
+CASES = [(rb, case) for case in BAD_INPUTS] + [(rf, case) for case in ("image observations", "gamma above one",
+                                                                       "checkpoint of the other script")]
+
+
+@pytest.mark.parametrize("module, case", CASES, ids=[f"{module.ALGORITHM}: {case}" for module, case in CASES])
 def test_bad_input_gives_one_line_and_exit_status_2(module, case, tmp_path, cartpole_checkpoints):
     flags, message = BAD_INPUTS[case]
     other = rb if module is rf else rf
     flags = [flag.format(own=cartpole_checkpoints[module], other=cartpole_checkpoints[other]) for flag in flags]
     check_usage_error(script(module), flags, message, tmp_path)
-
-
-def test_the_baselines_own_flags_are_checked(tmp_path):
-    check_usage_error("reinforce_baseline.py", ["--vf-iters", "0"], "--vf-iters must be positive", tmp_path)
-    check_usage_error("reinforce_baseline.py", ["--vf-learning-rate", "-1"], "--vf-learning-rate must be", tmp_path)
 
 
 @BOTH
