@@ -1,0 +1,332 @@
+"""a2c.py: n-step returns and GAE, the direction of one update, learning, and the conventions."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+import a2c
+from conftest import ROOT, check_help, check_usage_error, read_scalars, run_script
+
+CPU = torch.device("cpu")
+
+
+# --------------------------------------------------------------------------- n-step and GAE
+def gae(rewards, values, next_values, terminations=None, truncations=None, gamma=0.99, lam=1.0):
+    as_tensor = lambda x: torch.tensor(x, dtype=torch.float32)
+    zeros = [0.0] * len(rewards)
+    return a2c.compute_gae(as_tensor(rewards), as_tensor(values), as_tensor(next_values),
+                           as_tensor(terminations or zeros), as_tensor(truncations or zeros), gamma, lam).tolist()
+
+
+@pytest.mark.parametrize("gamma", [1.0, 0.99])
+@pytest.mark.parametrize("lam", [0.0, 0.9, 1.0])
+def test_gae_reward_only_at_terminal_step_with_constant_value(gamma, lam):
+    # Four steps, V = c everywhere, reward 1 at the last step, which terminates. Then
+    # δ_t = γc - c for t < 3 and δ_3 = 1 - c, and Â_t = Σ_k (γλ)^k δ_{t+k} in closed form.
+    c, T = 0.5, 4
+    deltas = [gamma * c - c] * (T - 1) + [1.0 - c]
+    expected = [sum((gamma * lam) ** k * deltas[t + k] for k in range(T - t)) for t in range(T)]
+    got = gae([0, 0, 0, 1], [c] * T, [c] * T, terminations=[0, 0, 0, 1], gamma=gamma, lam=lam)
+    assert got == pytest.approx(expected, abs=1e-6)
+
+
+def test_lambda_zero_is_the_one_step_td_error():
+    rewards, values, next_values = [1.0, -2.0, 0.5], [0.3, 0.7, -0.1], [0.7, -0.1, 2.0]
+    expected = [r + 0.9 * nv - v for r, v, nv in zip(rewards, values, next_values)]
+    assert gae(rewards, values, next_values, gamma=0.9, lam=0.0) == pytest.approx(expected, abs=1e-6)
+
+
+def test_lambda_one_is_the_n_step_return_bootstrapped_at_the_end_of_the_rollout_minus_v():
+    # A rollout of 5 steps inside one episode: step t sees the 5 - t rewards left in the rollout,
+    # then V(s_5) for the rest, R̂_t = Σ_{l<5-t} γ^l r_{t+l} + γ^(5-t) V(s_5).
+    gamma, rewards = 0.9, [1.0, 0.0, 2.0, -1.0, 0.5]
+    values = [0.2, -0.4, 1.0, 0.3, 0.8]
+    v_last = 3.0
+    next_values = values[1:] + [v_last]
+    expected = [sum(gamma ** l * rewards[t + l] for l in range(5 - t)) + gamma ** (5 - t) * v_last - values[t]
+                for t in range(5)]
+    assert gae(rewards, values, next_values, gamma=gamma, lam=1.0) == pytest.approx(expected, abs=1e-5)
+    # An episode that terminates at the last step needs no bootstrap: the Monte-Carlo return.
+    terminated = gae(rewards, values, next_values, terminations=[0, 0, 0, 0, 1], gamma=gamma, lam=1.0)
+    expected = [sum(gamma ** l * rewards[t + l] for l in range(5 - t)) - values[t] for t in range(5)]
+    assert terminated == pytest.approx(expected, abs=1e-5)
+
+
+def test_a_truncation_is_bootstrapped_and_a_termination_is_not():
+    # Step 0 ends an episode; its successor value V(final_obs) = 10 must count only if truncated.
+    # Step 1 starts a new episode, whose advantage must not leak into step 0 either way.
+    rewards, values, next_values = [1.0, 5.0], [2.0, 3.0], [10.0, 4.0]
+    truncated = gae(rewards, values, next_values, truncations=[1, 0], gamma=0.9, lam=1.0)
+    terminated = gae(rewards, values, next_values, terminations=[1, 0], gamma=0.9, lam=1.0)
+    assert truncated[0] == pytest.approx(1.0 + 0.9 * 10.0 - 2.0)
+    assert terminated[0] == pytest.approx(1.0 - 2.0)
+    assert truncated[1] == terminated[1] == pytest.approx(5.0 + 0.9 * 4.0 - 3.0)
+
+
+def test_gae_is_computed_per_env_column():
+    rewards = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    values, zeros = torch.tensor([[0.5, -1.0], [2.0, 0.0]]), torch.zeros(2, 2)
+    both = a2c.compute_gae(rewards, values, values, zeros, zeros, 0.5, 0.8)
+    for i in range(2):
+        alone = a2c.compute_gae(rewards[:, i], values[:, i], values[:, i], zeros[:, i], zeros[:, i], 0.5, 0.8)
+        assert torch.equal(both[:, i], alone)
+
+
+def test_the_successor_of_a_truncated_step_is_the_final_observation_not_the_reset_one():
+    envs = a2c.make_vec_env(a2c.Args(num_envs=2), a2c.resolve_env_id("user_envs:Counter-v0"), None, None, "")
+    envs.reset(seed=0)
+    for t in range(1, 6):
+        next_obs, _, terminated, truncated, info = envs.step(np.zeros(2, dtype=np.int64))
+        assert a2c.successor_obs(next_obs, info)[:, 0].tolist() == [t, t]  # s_{t+1}, even at the last step
+    assert truncated.all() and not terminated.any()
+    assert next_obs[:, 0].tolist() == [0, 0]  # what the env returned is already the next episode's
+
+
+def test_value_losses():
+    values, returns = torch.tensor([0.0, 0.0, 0.0]), torch.tensor([0.5, -3.0, 2.0])
+    assert a2c.value_loss(values, returns, "mse").item() == pytest.approx((0.125 + 4.5 + 2.0) / 3)
+    # Huber: ½ x² within ±1, |x| - ½ beyond.
+    assert a2c.value_loss(values, returns, "huber").item() == pytest.approx((0.125 + 2.5 + 1.5) / 3)
+
+
+# ------------------------------------------------------------------------ one update's direction
+def bandit_rollout(rewards) -> dict:
+    """A two-armed bandit seen once per arm: one step in each of two envs, action 0 then action 1,
+    each ending its one-step episode."""
+    return {"obs": torch.ones(1, 2, 1), "next_obs": torch.ones(1, 2, 1), "actions": torch.tensor([[0, 1]]),
+            "rewards": torch.tensor([rewards]), "terminations": torch.ones(1, 2), "truncations": torch.zeros(1, 2)}
+
+
+def exact_critic(agent: a2c.Agent, value: float) -> None:
+    """Make the critic output `value` in every state."""
+    with torch.no_grad():
+        agent.critic[-1].weight.zero_()
+        agent.critic[-1].bias.fill_(value)
+
+
+@pytest.mark.parametrize("optimizer", ["rmsprop", "adam"])
+def test_a_step_with_exact_advantages_moves_probability_to_the_better_arm(optimizer):
+    torch.manual_seed(0)
+    args = a2c.Args(ent_coef=0.0, optimizer=optimizer, learning_rate=1e-3)
+    agent = a2c.Agent(1, gym.spaces.Discrete(2))
+    # Arm 0 pays 1, arm 1 pays 0; the policy starts near uniform, so V^π = 0.5 and the exact
+    # advantages are A(0) = +0.5, A(1) = -0.5. A critic that knows V^π makes Â exact.
+    exact_critic(agent, 0.5)
+    probability = lambda: torch.softmax(agent.actor(torch.ones(1)), -1)[0].item()
+    before = probability()
+    losses = a2c.a2c_update(agent, a2c.make_optimizer(agent, args), bandit_rollout([1.0, 0.0]), args)
+    assert probability() > before + 1e-3
+    assert losses["value_loss"] == pytest.approx(0.125)  # ½ E[(0.5 - r)²] with r ∈ {0, 1}
+    assert losses["approx_kl"] > 0
+
+
+@pytest.mark.parametrize("action_space", [gym.spaces.Discrete(2), gym.spaces.Box(-1.0, 1.0, (2,))],
+                         ids=["categorical", "gaussian"])
+def test_the_entropy_term_alone_raises_the_entropy(action_space):
+    torch.manual_seed(0)
+    args = a2c.Args(ent_coef=0.01, vf_coef=0.0)
+    agent = a2c.Agent(1, action_space)
+    with torch.no_grad():  # start far from the most random policy
+        if agent.discrete:
+            agent.actor[-1].bias.copy_(torch.tensor([2.0, 0.0]))
+        else:
+            agent.log_std.fill_(-1.0)
+    exact_critic(agent, 0.5)
+    rollout = bandit_rollout([0.5, 0.5])  # every advantage is 0: no policy gradient, only the bonus
+    if not agent.discrete:
+        rollout["actions"] = torch.zeros(1, 2, 2)
+    entropy = lambda: agent.logprob_entropy(torch.ones(1, 1), rollout["actions"][0, :1])[1].item()
+    before = entropy()
+    losses = a2c.a2c_update(agent, a2c.make_optimizer(agent, args), rollout, args)
+    assert losses["policy_loss"] == 0.0
+    assert entropy() > before + 1e-4
+
+
+def test_logprob_and_entropy_are_the_categorical_and_normal_ones():
+    torch.manual_seed(0)
+    obs = torch.randn(5, 3)
+    discrete = a2c.Agent(3, gym.spaces.Discrete(4))
+    with torch.no_grad():
+        discrete.actor[-1].bias.copy_(torch.tensor([1.0, 0.0, -1.0, 0.5]))
+    actions = torch.tensor([0, 3, 1, 2, 3])
+    logprob, entropy = discrete.logprob_entropy(obs, actions)
+    categorical = torch.distributions.Categorical(logits=discrete.actor(obs))
+    assert torch.allclose(logprob, categorical.log_prob(actions), atol=1e-6)
+    assert torch.allclose(entropy, categorical.entropy(), atol=1e-6)
+
+    box = a2c.Agent(3, gym.spaces.Box(-1.0, 1.0, (2,)))
+    with torch.no_grad():
+        box.log_std.copy_(torch.tensor([-0.5, 0.3]))
+    actions = torch.tensor([[0.1, -0.2], [3.0, 0.0], [-4.5, 2.5], [0.0, 0.0], [1.0, -1.0]])  # some out of bounds
+    logprob, entropy = box.logprob_entropy(obs, actions)
+    normal = torch.distributions.Normal(box.actor(obs), box.log_std.exp())
+    assert torch.allclose(logprob, normal.log_prob(actions).sum(-1), atol=1e-5)
+    assert torch.allclose(entropy, normal.entropy().sum(-1), atol=1e-6)
+
+
+def test_the_rollout_stores_the_sampled_action_and_the_env_gets_it_clipped(monkeypatch, runs_dir):
+    captured = {}
+
+    def capture_update(agent, optimizer, rollout, args):
+        captured["actions"] = rollout["actions"].clone()
+        raise FloatingPointError("stop after the first rollout")
+
+    make_vec_env = a2c.make_vec_env
+    monkeypatch.setattr(a2c, "a2c_update", capture_update)
+    monkeypatch.setattr(a2c, "make_vec_env", lambda *a: captured.setdefault("envs", make_vec_env(*a)))
+    a2c.train(a2c.Args(env_id="user_envs:ContinuousIdentityRegistered-v0", num_envs=1, num_steps=50,
+                       total_timesteps=100, runs_dir=runs_dir, save_model=False))
+    stored = captured["actions"][:, 0]
+    received = np.array(captured["envs"].envs[0].unwrapped.received)
+    assert (stored.abs() > 1).any()  # σ = 1 at the start: many samples leave the bounds
+    np.testing.assert_array_equal(received, stored.clamp(-1, 1).numpy())
+
+
+# ----------------------------------------------------------------------------------- learning
+def test_learns_cartpole_within_a_small_budget(runs_dir):
+    summary = a2c.train(a2c.Args(seed=1, total_timesteps=50_000, runs_dir=runs_dir, save_model=False,
+                                 eval_episodes=3))
+    # A random policy lasts about 22 steps.
+    assert summary["final_return"] >= 150, summary["final_return"]
+
+
+def test_learns_a_continuous_toy_env(runs_dir):
+    args = a2c.Args(env_id="user_envs:ContinuousIdentityRegistered-v0", gamma=0.0, total_timesteps=30_000,
+                    learning_rate=3e-3, seed=1, runs_dir=runs_dir, save_model=False)
+    summary = a2c.train(args)
+    # Acting with the mean 0 scores about -3.3 per episode; hitting the targets scores 0.
+    assert summary["eval_return"] > -0.5, summary["eval_return"]
+
+
+# ---------------------------------------------------------------------- determinism and files
+def test_same_seed_same_returns_other_seed_other_returns(tmp_path):
+    def run(seed, name):
+        summary = a2c.train(a2c.Args(seed=seed, total_timesteps=4000, runs_dir=str(tmp_path / name),
+                                     eval_episodes=1))
+        return summary, [value for _, value in read_scalars(summary["run_dir"], "charts/episodic_return")]
+    (first, first_returns), (again, again_returns), (_, other_returns) = run(1, "a"), run(1, "b"), run(2, "c")
+    assert len(first_returns) > 100
+    assert first_returns == again_returns and first_returns != other_returns
+    checkpoints = [torch.load(s["checkpoint"], weights_only=False) for s in (first, again)]
+    assert all(torch.equal(a, b) for a, b in zip(checkpoints[0]["agent"].values(), checkpoints[1]["agent"].values()))
+
+
+def test_run_leaves_the_conventional_files_and_tags(runs_dir):
+    summary = a2c.train(a2c.Args(total_timesteps=2000, runs_dir=runs_dir, eval_episodes=2))
+    files = os.listdir(summary["run_dir"])
+    assert "a2c.pt" in files and "summary.json" in files
+    on_disk = json.load(open(os.path.join(summary["run_dir"], "summary.json")))
+    for key in ("algorithm", "env_id", "seed", "global_step", "wall_seconds", "sps", "final_return",
+                "eval_return", "eval_return_std", "steps_to_threshold", "args"):
+        assert key in on_disk
+    assert on_disk["global_step"] == 2000 and on_disk["algorithm"] == "a2c"
+    for tag in ("charts/episodic_return", "charts/episodic_length", "charts/learning_rate", "charts/SPS",
+                "losses/policy_loss", "losses/value_loss", "losses/entropy", "losses/approx_kl",
+                "losses/explained_variance", "eval/episodic_return"):
+        assert read_scalars(summary["run_dir"], tag), tag
+
+
+def test_eval_checkpoint_and_resume_carry_the_normalisation_statistics(runs_dir, tmp_path):
+    # MuJoCo's observations are float64: the networks must get them as float32 all the same.
+    summary = a2c.train(a2c.Args(env_id="InvertedPendulum-v5", norm_obs=True, norm_reward=True, num_steps=10,
+                                 total_timesteps=1000, runs_dir=runs_dir, eval_episodes=2))
+    result = run_script("a2c.py", "--eval-checkpoint", summary["checkpoint"], "--eval-episodes", "2",
+                        cwd=str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert f"eval: mean return {summary['eval_return']:.1f} ± {summary['eval_return_std']:.1f}" in result.stdout
+    saved = torch.load(summary["checkpoint"], weights_only=False)
+    assert saved["action_space"] == "Box(1,)" and saved["obs_rms"].count >= 1000
+    result = run_script("a2c.py", "--resume", summary["checkpoint"], "--total-timesteps", "1800",
+                        "--eval-episodes", "1", cwd=str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    resumed = torch.load(summary["checkpoint"], weights_only=False)
+    # Whole rollouts of 8 envs x 10 steps: 13 of them (1040 steps), then 10 more.
+    assert (saved["global_step"], resumed["global_step"]) == (1040, 1840) and resumed["args"]["num_steps"] == 10
+    # Each new step added one observation and one return to the saved statistics.
+    assert resumed["obs_rms"].count >= saved["obs_rms"].count + 800
+    assert resumed["return_rms"].count == pytest.approx(saved["return_rms"].count + 800)
+
+
+def test_ctrl_c_saves_a_checkpoint_that_resume_continues(tmp_path):
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    process = subprocess.Popen([sys.executable, os.path.join(ROOT, "a2c.py")], cwd=tmp_path, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert process.stdout.readline().startswith("A2C on CartPole-v1")
+    time.sleep(2.0)
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr and "continue with --resume" in stdout
+    (run_dir,) = os.listdir(tmp_path / "runs")
+    checkpoint_path = tmp_path / "runs" / run_dir / "a2c.pt"
+    step = torch.load(checkpoint_path, weights_only=False)["global_step"]
+    assert 0 < step < 200_000 and step % 40 == 0
+    result = run_script("a2c.py", "--resume", str(checkpoint_path), "--total-timesteps", str(step + 400),
+                        "--eval-episodes", "1", cwd=str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert torch.load(checkpoint_path, weights_only=False)["global_step"] == step + 400
+
+
+def test_non_finite_rewards_stop_training_without_a_checkpoint(tmp_path):
+    result = run_script("a2c.py", "--env-id", "user_envs:NaNReward", "--total-timesteps", "20000", cwd=str(tmp_path))
+    assert result.returncode == 1
+    assert "training stopped" in result.stderr and "Traceback" not in result.stderr
+    (run_dir,) = os.listdir(tmp_path / "runs")
+    summary = json.load(open(tmp_path / "runs" / run_dir / "summary.json"))
+    assert summary["failed"] and summary["global_step"] < 20000
+
+
+def test_users_own_env_class_trains_from_the_command_line(tmp_path):
+    result = run_script("a2c.py", "--env-id", "user_envs:Identity", "--total-timesteps", "400",
+                        "--eval-episodes", "2", cwd=str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    (run_dir,) = os.listdir(tmp_path / "runs")
+    summary = json.load(open(tmp_path / "runs" / run_dir / "summary.json"))
+    assert summary["global_step"] == 400 and summary["eval_return"] is not None
+
+
+# --------------------------------------------------------------------------------- bad input
+@pytest.fixture(scope="module")
+def cartpole_checkpoint(tmp_path_factory):
+    runs = str(tmp_path_factory.mktemp("runs"))
+    return a2c.train(a2c.Args(total_timesteps=400, runs_dir=runs, eval_episodes=1))["checkpoint"]
+
+
+BAD_INPUTS = {
+    "image observations": (["--env-id", "user_envs:ImageObservation"], "flat Box"),
+    "matrix actions": (["--env-id", "user_envs:MultiDimensionalAction"], "flat Box"),
+    "unknown env, with a suggestion": (["--env-id", "CartPole-v9"], "CartPole"),
+    "module that does not import": (["--env-id", "no_such_module:Env-v0"], "cannot import"),
+    "empty rollout": (["--num-steps", "0"], "--num-steps must be positive"),
+    "lambda above one": (["--gae-lambda", "1.5"], "--gae-lambda must lie in [0, 1]"),
+    "learning rate not a number": (["--learning-rate", "nan"], "--learning-rate must be a positive finite"),
+    "negative entropy coefficient": (["--ent-coef", "-0.1"], "--ent-coef must be a finite number ≥ 0"),
+    "both resume and eval": (["--resume", "a.pt", "--eval-checkpoint", "b.pt"], "not both"),
+    "missing checkpoint": (["--eval-checkpoint", "nowhere.pt"], "does not exist"),
+    "checkpoint of another env": (["--env-id", "Acrobot-v1", "--eval-checkpoint", "{checkpoint}"],
+                                  "pass --env-id CartPole-v1"),
+    "resume with the other optimiser": (["--resume", "{checkpoint}", "--optimizer", "adam",
+                                         "--total-timesteps", "800"], "--optimizer rmsprop"),
+    "resume with other normalisation": (["--resume", "{checkpoint}", "--norm-obs", "--total-timesteps", "800"],
+                                        "--norm-obs False"),
+    "resume a finished run": (["--resume", "{checkpoint}"], "already at step 400"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_INPUTS, ids=list(BAD_INPUTS))
+def test_bad_input_gives_one_line_and_exit_status_2(case, tmp_path, cartpole_checkpoint):
+    flags, message = BAD_INPUTS[case]
+    flags = [flag.format(checkpoint=cartpole_checkpoint) for flag in flags]
+    check_usage_error("a2c.py", flags, message, tmp_path)
+
+
+def test_help_documents_every_flag():
+    check_help("a2c.py", a2c.Args)
