@@ -192,17 +192,17 @@ def test_the_rollout_stores_the_sampled_action_and_the_env_gets_it_clipped(monke
 
 # ----------------------------------------------------------------------------------- learning
 def test_learns_cartpole_within_a_small_budget(runs_dir):
-    summary = a2c.train(a2c.Args(seed=1, total_timesteps=50_000, runs_dir=runs_dir, save_model=False,
+    summary = a2c.train(a2c.Args(seed=1, total_timesteps=40_000, runs_dir=runs_dir, save_model=False,
                                  eval_episodes=3))
-    # A random policy lasts about 22 steps.
-    assert summary["final_return"] >= 150, summary["final_return"]
+    # A random policy lasts about 22 steps; seeds 1, 2, 3 score 469, 500 and 341 here.
+    assert summary["final_return"] >= 200, summary["final_return"]
 
 
 def test_learns_a_continuous_toy_env(runs_dir):
     args = a2c.Args(env_id="user_envs:ContinuousIdentityRegistered-v0", gamma=0.0, total_timesteps=30_000,
                     learning_rate=3e-3, seed=1, runs_dir=runs_dir, save_model=False)
     summary = a2c.train(args)
-    # Acting with the mean 0 scores about -3.3 per episode; hitting the targets scores 0.
+    # Acting with the mean 0 scores about -3.3 per episode; hitting the targets scores 0 (seed 1: -0.04).
     assert summary["eval_return"] > -0.5, summary["eval_return"]
 
 
@@ -268,7 +268,7 @@ def test_ctrl_c_saves_a_checkpoint_that_resume_continues(tmp_path):
     (run_dir,) = os.listdir(tmp_path / "runs")
     checkpoint_path = tmp_path / "runs" / run_dir / "a2c.pt"
     step = torch.load(checkpoint_path, weights_only=False)["global_step"]
-    assert 0 < step < 200_000 and step % 40 == 0
+    assert 0 < step < 100_000 and step % 40 == 0
     result = run_script("a2c.py", "--resume", str(checkpoint_path), "--total-timesteps", str(step + 400),
                         "--eval-episodes", "1", cwd=str(tmp_path))
     assert result.returncode == 0, result.stderr
