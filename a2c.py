@@ -17,17 +17,19 @@ One reward and the critic: little variance, but biased as far as V is wrong. Usi
 before bootstrapping trades the bias back for variance. The n-step return bootstraps at the end
 of the rollout, so the step k steps from that end gets a k-step return:
 
-    R̂_t = r_t + γ r_{t+1} + ... + γ^{k-1} r_{t+k-1} + γ^k V(s_{t+k}),   Â_t = R̂_t - V(s_t) = Σ_{l<k} γ^l δ_{t+l}
+    R̂_t = r_t + γ r_{t+1} + ... + γ^{k-1} r_{t+k-1} + γ^k V(s_{t+k}),   k = n - t
+    Â_t = R̂_t - V(s_t) = Σ_{l<k} γ^l δ_{t+l}                              (no episode ending in between)
 
-Generalised advantage estimation (GAE) weighs the TD errors geometrically. λ = 0 gives δ_t,
-λ = 1 (the default) the n-step advantage above:
+An episode that ends inside the rollout ends the sum there instead. Generalised advantage
+estimation (GAE) weighs the TD errors geometrically, with done_t = term_t or trunc_t stopping
+the sum at an episode's end. λ = 0 gives δ_t, λ = 1 (the default) the n-step advantage above:
 
     Â_t = δ_t + γ λ (1 - done_t) Â_{t+1}                                   GAE(λ)
 
 s_{t+1} is the true successor state. When an episode ends at t, the vector env has already
-reset, so s_{t+1} is the final observation it reports. A time-limit truncation is not a real
-end: its return is bootstrapped from V(s_{t+1}). Only a true termination cuts it (term_t = 1).
-done_t = term_t or trunc_t stops the recursion from running into the next episode.
+reset, so s_{t+1} is the final observation it reports in info["final_obs"]. A time-limit
+truncation is not a real end: its return is bootstrapped from V(s_{t+1}). Only a true
+termination cuts it (term_t = 1).
 
 One gradient step per rollout of N envs x n steps, on the sum of three losses:
 
@@ -49,7 +51,8 @@ for all envs, the same results from the same seed, and as good results as A3C's.
 
 The policy is Categorical for a Discrete action space and a diagonal Gaussian with a
 state-independent log σ for a Box one. The sample is stored; only the copy sent to the env is
-clipped to the bounds. The optimiser is RMSprop (α 0.99, eps 1e-5) as in the paper, or Adam.
+clipped to the bounds. The optimiser is RMSprop with α 0.99 as in the paper (and eps 1e-5, the
+common choice since OpenAI Baselines; torch adds it outside the square root), or Adam.
 
     log π_θ(a|s) = z_a - log Σ_b exp z_b                                   z = logits_θ(s)
     log π_θ(a|s) = Σ_i [ -(a_i - μ_θ(s)_i)² / (2σ_i²) - log σ_i - ½ log 2π ]
@@ -143,9 +146,9 @@ class Args:
     learning_rate: float = 3e-3
     """step size of the optimiser"""
     optimizer: Literal["rmsprop", "adam"] = "rmsprop"
-    """RMSprop (α 0.99, eps 1e-5, as in the A3C paper) or Adam (eps 1e-5)"""
+    """RMSprop (α 0.99, eps 1e-5) or Adam (eps 1e-5)"""
     anneal_lr: bool = False
-    """decay the learning rate linearly to zero over the run"""
+    """decay the learning rate linearly over the run, to lr / (number of updates) at the last"""
     num_envs: int = 8
     """parallel envs in the vector env"""
     num_steps: int = 5
@@ -248,8 +251,8 @@ def make_env(env_id: str, obs_rms: Optional[RunningMeanStd] = None, return_rms: 
 def make_vec_env(args: Args, env_id: str, obs_rms, return_rms, video_dir: str) -> gym.vector.VectorEnv:
     """num_envs copies in one process, autoreset in the same step (so final_obs is at hand). An
     episode's statistics arrive in info["final_info"]."""
-    thunks = [make_env(env_id, obs_rms, return_rms, args.gamma, True, args.capture_video and i == 0, video_dir)
-              for i in range(args.num_envs)]
+    thunks = [make_env(env_id, obs_rms, return_rms, gamma=args.gamma, capture_video=args.capture_video and i == 0,
+                       video_dir=video_dir) for i in range(args.num_envs)]
     return gym.vector.SyncVectorEnv(thunks, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
 
 
@@ -353,12 +356,12 @@ def explained_variance(predicted: torch.Tensor, target: torch.Tensor) -> float:
 
 def a2c_update(agent: Agent, optimizer: torch.optim.Optimizer, rollout: dict, args: Args) -> dict:
     """One gradient step on the rollout (tensors of shape (T, N, ...)); returns the diagnostics."""
-    values = agent.value(rollout["obs"])
-    with torch.no_grad():
+    values = agent.value(rollout["obs"])  # V_θ(s_t), with the graph the value loss needs
+    with torch.no_grad():  # Â_t and R̂_t are targets: constants to the gradient
         next_values = agent.value(rollout["next_obs"])
         advantages = compute_gae(rollout["rewards"], values.detach(), next_values, rollout["terminations"],
                                  rollout["truncations"], args.gamma, args.gae_lambda)
-        returns = advantages + values.detach()  # R̂_t = Â_t + V(s_t)
+        returns = advantages + values.detach()  # R̂_t = Â_t + V(s_t), before any normalising of Â
         if args.norm_adv:
             advantages = (advantages - advantages.mean()) / (advantages.std(correction=0) + 1e-8)
     logprobs, entropy = agent.logprob_entropy(rollout["obs"], rollout["actions"])
@@ -371,8 +374,10 @@ def a2c_update(agent: Agent, optimizer: torch.optim.Optimizer, rollout: dict, ar
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     grad_norm = nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
+    if not torch.isfinite(grad_norm):  # clipping would spread it into every parameter
+        raise FloatingPointError(f"gradient norm is {grad_norm.item()}")
     optimizer.step()
-    with torch.no_grad():  # how far the step moved the policy on this rollout: k3 estimate of KL(old ‖ new)
+    with torch.no_grad():  # a diagnostic only: how far the step moved the policy, k3 estimate of KL(old ‖ new)
         log_ratio = agent.logprob_entropy(rollout["obs"], rollout["actions"])[0] - logprobs.detach()
         approx_kl = ((log_ratio.exp() - 1) - log_ratio).mean()
     return {"policy_loss": pg_loss.item(), "value_loss": v_loss.item(), "entropy": entropy.item(),
@@ -431,8 +436,10 @@ def make_optimizer(agent: Agent, args: Args) -> torch.optim.Optimizer:
 
 def describe(action_space: gym.Space) -> str:
     """How a checkpoint records the action space it was trained on, e.g. 'Discrete(2)' or 'Box(6,)'."""
-    return (f"Discrete({action_space.n})" if isinstance(action_space, gym.spaces.Discrete)
-            else f"Box{action_space.shape}")
+    if isinstance(action_space, gym.spaces.Discrete):
+        start = f", start={action_space.start}" if action_space.start else ""
+        return f"Discrete({action_space.n}{start})"
+    return f"Box{action_space.shape}"
 
 
 def load_checkpoint(path: str, obs_dim: int, action_space: gym.Space, device: torch.device) -> dict:
@@ -445,7 +452,7 @@ def load_checkpoint(path: str, obs_dim: int, action_space: gym.Space, device: to
         if checkpoint["algorithm"] != ALGORITHM:
             raise ValueError(f"it was written by {checkpoint['algorithm']}.py")
     except Exception as e:
-        raise UsageError(f"{path} is not a {ALGORITHM}.py checkpoint ({type(e).__name__}: {e})") from None
+        raise UsageError(f"{path} is not an {ALGORITHM}.py checkpoint ({type(e).__name__}: {e})") from None
     if trained != (obs_dim, describe(action_space)):
         raise UsageError(f"checkpoint {path} was trained on {checkpoint['args']['env_id']} "
                          f"({trained[0]} observations, actions {trained[1]}), which does not match this env "
@@ -540,6 +547,7 @@ def train(args: Args) -> dict:
     if checkpoint is not None:
         agent.load_state_dict(checkpoint["agent"])
         optimizer.load_state_dict(checkpoint["optimizer"])
+        optimizer.param_groups[0]["lr"] = args.learning_rate  # the saved state brought the old one back
         global_step, stats = checkpoint["global_step"], checkpoint["stats"]
     recent_returns = collections.deque(stats["recent_returns"], maxlen=20)
 
@@ -547,6 +555,7 @@ def train(args: Args) -> dict:
     next_obs, _ = envs.reset(seed=args.seed + global_step)  # sub-env i gets this seed + i
     box = not agent.discrete
     action_low, action_high = (envs.single_action_space.low, envs.single_action_space.high) if box else (None, None)
+    action_start = 0 if box else int(envs.single_action_space.start)  # Discrete(n, start): start .. start + n - 1
     N, T = args.num_envs, args.num_steps
     batch_size = N * T
     num_iterations = math.ceil(args.total_timesteps / batch_size)
@@ -576,7 +585,7 @@ def train(args: Args) -> dict:
                 with torch.inference_mode():
                     action = agent.sample_action(torch.from_numpy(obs_buf[t]).to(device)).cpu().numpy()
                 next_obs, reward, terminated, truncated, info = envs.step(
-                    np.clip(action, action_low, action_high) if box else action)
+                    np.clip(action, action_low, action_high) if box else action + action_start)
                 actions_buf[t], rewards_buf[t] = action, reward
                 terminations_buf[t], truncations_buf[t] = terminated, truncated
                 next_obs_buf[t] = successor_obs(next_obs, info)
@@ -662,7 +671,7 @@ def train(args: Args) -> dict:
     elif not failed:
         final = f"{summary['final_return']:.1f}" if recent_returns else "no episode finished"
         print(f"eval: mean return {summary['eval_return']:.1f} ± {summary['eval_return_std']:.1f} over "
-              f"{len(eval_returns)} greedy episodes (training: {final}, "
+              f"{len(eval_returns)} greedy (mean-action) episodes (training: {final}, "
               f"{wall_seconds:.1f}s, {summary['sps']:,.0f} steps/s)", flush=True)
     return summary
 
@@ -683,7 +692,8 @@ def evaluate(agent: Agent, env_id: str, obs_rms: Optional[RunningMeanStd], episo
             with torch.inference_mode():
                 obs_tensor = torch.as_tensor(np.asarray(obs, dtype=np.float32), device=device)
                 action = agent.greedy_action(obs_tensor).cpu().numpy()
-            action = np.clip(action, env.action_space.low, env.action_space.high) if box else int(action)
+            action = (np.clip(action, env.action_space.low, env.action_space.high) if box
+                      else int(action) + int(env.action_space.start))
             obs, reward, terminated, truncated, _ = env.step(action)
             episodic_return += float(reward)
             done = terminated or truncated
@@ -704,7 +714,8 @@ def evaluate_checkpoint(args: Args) -> list[float]:
     returns = evaluate(agent, env_id, checkpoint["obs_rms"], args.eval_episodes, args.seed + 10_000, device,
                        video_dir)
     print(f"eval: mean return {np.mean(returns):.1f} ± {np.std(returns):.1f} over {len(returns)} "
-          f"greedy episodes of {args.env_id} (checkpoint at step {checkpoint['global_step']:,})", flush=True)
+          f"greedy (mean-action) episodes of {args.env_id} (checkpoint at step {checkpoint['global_step']:,})",
+          flush=True)
     return returns
 
 
@@ -716,9 +727,10 @@ def defaults_from_checkpoint(argv: list[str]) -> Args:
         if flag in ("--resume", "--eval-checkpoint"):
             path = value or (argv[i + 1] if i + 1 < len(argv) else "")
             try:
-                saved = torch.load(path, map_location="cpu", weights_only=False)["args"]
+                checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+                saved = checkpoint["args"] if checkpoint["algorithm"] == ALGORITHM else {}
             except Exception:
-                return Args()  # a bad path is reported, once parsed, by load_checkpoint
+                return Args()  # a bad path or another script's checkpoint is reported, once parsed, by load_checkpoint
             fields = Args.__dataclass_fields__
             return Args(**{k: v for k, v in saved.items() if k in fields and k not in ("resume", "eval_checkpoint")})
     return Args()

@@ -1,5 +1,6 @@
 """a2c.py: n-step returns and GAE, the direction of one update, learning, and the conventions."""
 
+import copy
 import json
 import os
 import signal
@@ -11,6 +12,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from gymnasium.wrappers.utils import RunningMeanStd
 
 import a2c
 from conftest import ROOT, check_help, check_usage_error, read_scalars, run_script
@@ -112,10 +114,10 @@ def exact_critic(agent: a2c.Agent, value: float) -> None:
         agent.critic[-1].bias.fill_(value)
 
 
-@pytest.mark.parametrize("optimizer", ["rmsprop", "adam"])
-def test_a_step_with_exact_advantages_moves_probability_to_the_better_arm(optimizer):
+@pytest.mark.parametrize("optimizer, norm_adv", [("rmsprop", False), ("adam", False), ("rmsprop", True)])
+def test_a_step_with_exact_advantages_moves_probability_to_the_better_arm(optimizer, norm_adv):
     torch.manual_seed(0)
-    args = a2c.Args(ent_coef=0.0, optimizer=optimizer, learning_rate=1e-3)
+    args = a2c.Args(ent_coef=0.0, optimizer=optimizer, learning_rate=1e-3, norm_adv=norm_adv)
     agent = a2c.Agent(1, gym.spaces.Discrete(2))
     # Arm 0 pays 1, arm 1 pays 0; the policy starts near uniform, so V^π = 0.5 and the exact
     # advantages are A(0) = +0.5, A(1) = -0.5. A critic that knows V^π makes Â exact.
@@ -124,7 +126,8 @@ def test_a_step_with_exact_advantages_moves_probability_to_the_better_arm(optimi
     before = probability()
     losses = a2c.a2c_update(agent, a2c.make_optimizer(agent, args), bandit_rollout([1.0, 0.0]), args)
     assert probability() > before + 1e-3
-    assert losses["value_loss"] == pytest.approx(0.125)  # ½ E[(0.5 - r)²] with r ∈ {0, 1}
+    # ½ E[(0.5 - R̂)²] with R̂ = r ∈ {0, 1}: the targets come from the advantages before normalising
+    assert losses["value_loss"] == pytest.approx(0.125)
     assert losses["approx_kl"] > 0
 
 
@@ -190,6 +193,14 @@ def test_the_rollout_stores_the_sampled_action_and_the_env_gets_it_clipped(monke
     np.testing.assert_array_equal(received, stored.clamp(-1, 1).numpy())
 
 
+def test_evaluation_uses_the_normalisation_statistics_frozen():
+    obs_rms = RunningMeanStd(shape=(4,))
+    obs_rms.update(np.random.default_rng(0).normal(0.0, 0.5, (50, 4)))
+    before = copy.deepcopy(obs_rms)
+    a2c.evaluate(a2c.Agent(4, gym.spaces.Box(-3.0, 3.0, (1,))), "InvertedPendulum-v5", obs_rms, 3, seed=0, device=CPU)
+    assert obs_rms.count == before.count and np.array_equal(obs_rms.mean, before.mean)
+
+
 # ----------------------------------------------------------------------------------- learning
 def test_learns_cartpole_within_a_small_budget(runs_dir):
     summary = a2c.train(a2c.Args(seed=1, total_timesteps=40_000, runs_dir=runs_dir, save_model=False,
@@ -245,9 +256,10 @@ def test_eval_checkpoint_and_resume_carry_the_normalisation_statistics(runs_dir,
     saved = torch.load(summary["checkpoint"], weights_only=False)
     assert saved["action_space"] == "Box(1,)" and saved["obs_rms"].count >= 1000
     result = run_script("a2c.py", "--resume", summary["checkpoint"], "--total-timesteps", "1800",
-                        "--eval-episodes", "1", cwd=str(tmp_path))
+                        "--learning-rate", "1e-4", "--eval-episodes", "1", cwd=str(tmp_path))
     assert result.returncode == 0, result.stderr
     resumed = torch.load(summary["checkpoint"], weights_only=False)
+    assert resumed["optimizer"]["param_groups"][0]["lr"] == 1e-4  # a flag given now overrides the saved one
     # Whole rollouts of 8 envs x 10 steps: 13 of them (1040 steps), then 10 more.
     assert (saved["global_step"], resumed["global_step"]) == (1040, 1840) and resumed["args"]["num_steps"] == 10
     # Each new step added one observation and one return to the saved statistics.
@@ -275,13 +287,22 @@ def test_ctrl_c_saves_a_checkpoint_that_resume_continues(tmp_path):
     assert torch.load(checkpoint_path, weights_only=False)["global_step"] == step + 400
 
 
-def test_non_finite_rewards_stop_training_without_a_checkpoint(tmp_path):
+def test_non_finite_rewards_stop_training_and_keep_the_last_finite_weights(tmp_path):
     result = run_script("a2c.py", "--env-id", "user_envs:NaNReward", "--total-timesteps", "20000", cwd=str(tmp_path))
     assert result.returncode == 1
     assert "training stopped" in result.stderr and "Traceback" not in result.stderr
     (run_dir,) = os.listdir(tmp_path / "runs")
     summary = json.load(open(tmp_path / "runs" / run_dir / "summary.json"))
     assert summary["failed"] and summary["global_step"] < 20000
+    checkpoint = torch.load(tmp_path / "runs" / run_dir / "a2c.pt", weights_only=False)  # the update refused the NaN loss
+    assert all(torch.isfinite(tensor).all() for tensor in checkpoint["agent"].values())
+
+
+def test_actions_numbered_from_a_start_other_than_zero(runs_dir):
+    summary = a2c.train(a2c.Args(env_id="user_envs:ShiftedActions", total_timesteps=4000, runs_dir=runs_dir,
+                                 eval_episodes=2))  # ShiftedActions raises on an action outside 1 .. 4
+    assert torch.load(summary["checkpoint"], weights_only=False)["action_space"] == "Discrete(4, start=1)"
+    assert summary["eval_return"] > 5  # above chance (1 in 4 of 20 steps): the shifted actions mean what they say
 
 
 def test_users_own_env_class_trains_from_the_command_line(tmp_path):

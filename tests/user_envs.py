@@ -48,6 +48,19 @@ class DictObservation(Identity):
         self.observation_space = gym.spaces.Dict({"x": gym.spaces.Box(0.0, 1.0, (4,), np.float32)})
 
 
+class ShiftedActions(Identity):
+    """Identity with actions numbered from 1 (Discrete(4, start=1)); it refuses any other action."""
+
+    def __init__(self):
+        super().__init__()
+        self.action_space = gym.spaces.Discrete(4, start=1)
+
+    def step(self, action):
+        if not self.action_space.contains(action):
+            raise ValueError(f"action {action} is not in {self.action_space}")
+        return super().step(action - 1)
+
+
 class NaNReward(Identity):
     """Turns its rewards into NaN after a while, as a broken env would: training must stop cleanly."""
 
