@@ -224,7 +224,7 @@ def test_same_seed_same_returns_other_seed_other_returns(tmp_path):
                                      eval_episodes=1))
         return summary, [value for _, value in read_scalars(summary["run_dir"], "charts/episodic_return")]
     (first, first_returns), (again, again_returns), (_, other_returns) = run(1, "a"), run(1, "b"), run(2, "c")
-    assert len(first_returns) > 100
+    assert len(first_returns) > 30
     assert first_returns == again_returns and first_returns != other_returns
     checkpoints = [torch.load(s["checkpoint"], weights_only=False) for s in (first, again)]
     assert all(torch.equal(a, b) for a, b in zip(checkpoints[0]["agent"].values(), checkpoints[1]["agent"].values()))
