@@ -1,4 +1,4 @@
-"""ppo.py: the math of GAE and the clipped objective, learning, determinism, checkpoints, errors."""
+"""ppo.py: the clipped objective, learning, determinism, checkpoints, errors (GAE: test_gae.py)."""
 
 import json
 import os
@@ -15,63 +15,7 @@ import ppo
 from conftest import ROOT, check_help, check_usage_error, read_scalars, run_script
 
 
-# ------------------------------------------------------------------------------------- GAE
-def gae(rewards, values, next_values, terminations=None, truncations=None, gamma=0.99, lam=0.95):
-    as_tensor = lambda x: torch.tensor(x, dtype=torch.float32)
-    zeros = [0.0] * len(rewards)
-    return ppo.compute_gae(as_tensor(rewards), as_tensor(values), as_tensor(next_values),
-                           as_tensor(terminations or zeros), as_tensor(truncations or zeros),
-                           gamma, lam).tolist()
-
-
-@pytest.mark.parametrize("gamma", [1.0, 0.99])
-@pytest.mark.parametrize("lam", [0.0, 0.9, 1.0])
-def test_gae_reward_only_at_terminal_step_with_constant_value(gamma, lam):
-    # Four steps, V = c everywhere, reward 1 at the last step, which terminates. Then
-    # δ_t = γc - c for t < 3 and δ_3 = 1 - c, and Â_t = Σ_k (γλ)^k δ_{t+k} in closed form.
-    c, T = 0.5, 4
-    deltas = [gamma * c - c] * (T - 1) + [1.0 - c]
-    expected = [sum((gamma * lam) ** k * deltas[t + k] for k in range(T - t)) for t in range(T)]
-    got = gae([0, 0, 0, 1], [c] * T, [c] * T, terminations=[0, 0, 0, 1], gamma=gamma, lam=lam)
-    assert got == pytest.approx(expected, abs=1e-6)
-
-
-def test_gae_lambda_zero_is_the_one_step_td_error():
-    rewards, values, next_values = [1.0, -2.0, 0.5], [0.3, 0.7, -0.1], [0.7, -0.1, 2.0]
-    expected = [r + 0.9 * nv - v for r, v, nv in zip(rewards, values, next_values)]
-    assert gae(rewards, values, next_values, gamma=0.9, lam=0.0) == pytest.approx(expected, abs=1e-6)
-
-
-def test_gae_lambda_one_is_the_monte_carlo_return_minus_v():
-    rewards, values, gamma = [1.0, 2.0, 3.0], [0.4, -0.2, 1.1], 0.9
-    # The episode terminates at the last step, so the Monte-Carlo return needs no bootstrap.
-    returns = [1 + gamma * 2 + gamma ** 2 * 3, 2 + gamma * 3, 3.0]
-    expected = [g - v for g, v in zip(returns, values)]
-    got = gae(rewards, values, values[1:] + [123.0], terminations=[0, 0, 1], gamma=gamma, lam=1.0)
-    assert got == pytest.approx(expected, abs=1e-5)
-
-
-def test_gae_bootstraps_a_truncation_but_not_a_termination():
-    # Step 0 ends an episode; its successor value V(final_obs) = 10 must count only if truncated.
-    # Step 1 starts a new episode, whose advantage must not leak into step 0 either way.
-    rewards, values, next_values = [1.0, 5.0], [2.0, 3.0], [10.0, 4.0]
-    truncated = gae(rewards, values, next_values, truncations=[1, 0], gamma=0.9, lam=0.8)
-    terminated = gae(rewards, values, next_values, terminations=[1, 0], gamma=0.9, lam=0.8)
-    assert truncated[0] == pytest.approx(1.0 + 0.9 * 10.0 - 2.0)
-    assert terminated[0] == pytest.approx(1.0 - 2.0)
-    assert truncated[1] == terminated[1] == pytest.approx(5.0 + 0.9 * 4.0 - 3.0)
-
-
-def test_gae_is_computed_per_env_column():
-    rewards = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
-    values = torch.zeros(2, 2)
-    zeros = torch.zeros(2, 2)
-    both = ppo.compute_gae(rewards, values, values, zeros, zeros, 0.5, 1.0)
-    for i in range(2):
-        alone = ppo.compute_gae(rewards[:, i], values[:, i], values[:, i], zeros[:, i], zeros[:, i], 0.5, 1.0)
-        assert torch.equal(both[:, i], alone)
-
-
+# ------------------------------------------------------------------------- successor state
 def test_the_successor_of_a_truncated_step_is_the_final_observation_not_the_reset_one():
     args = ppo.Args(num_envs=2)
     envs = ppo.make_vec_env(args, ppo.resolve_env_id("user_envs:Counter-v0"), "")

@@ -25,17 +25,7 @@ IDENTITY = dict(env_id="user_envs:ContinuousIdentityRegistered-v0", num_envs=4, 
                 learning_rate=3e-3, gamma=0.5)
 
 
-# ------------------------------------------------------------------------ truncation and GAE
-def test_gae_bootstraps_a_truncation_but_not_a_termination():
-    rewards, values, next_values = torch.tensor([1.0, 5.0]), torch.tensor([2.0, 3.0]), torch.tensor([10.0, 4.0])
-    zeros, end = torch.zeros(2), torch.tensor([1.0, 0.0])
-    truncated = pc.compute_gae(rewards, values, next_values, zeros, end, 0.9, 0.8)
-    terminated = pc.compute_gae(rewards, values, next_values, end, zeros, 0.9, 0.8)
-    assert truncated[0].item() == pytest.approx(1.0 + 0.9 * 10.0 - 2.0)
-    assert terminated[0].item() == pytest.approx(1.0 - 2.0)
-    assert truncated[1].item() == terminated[1].item() == pytest.approx(5.0 + 0.9 * 4.0 - 3.0)
-
-
+# ------------------------------------------------------------------- truncation (GAE: test_gae.py)
 @pytest.mark.parametrize("normalise", [False, True])
 def test_the_successor_of_a_truncated_step_is_the_final_observation_not_the_reset_one(normalise):
     obs_rms = RunningMeanStd(shape=(1,)) if normalise else None
