@@ -38,8 +38,10 @@ One gradient step per rollout of N envs x n steps, on the sum of three losses:
            - c_e · E_t[ H(π_θ(·|s_t)) ]               entropy bonus
 
 Entropy regularisation. The bonus c_e · H pays the policy for staying random, so it keeps
-exploring and does not collapse onto one action on the strength of a few noisy advantages.
---value-loss huber swaps the square for the Huber loss (square within ±1, linear beyond), which
+exploring and does not collapse onto one action on the strength of a few noisy advantages. On a
+Gaussian with a state-independent log σ, H = Σ_i log σ_i + const, so the bonus pulls every log σ_i
+up with the same constant force c_e; on MuJoCo that kept σ growing (see README.md), and the
+settings given there use no bonus. --value-loss huber swaps the square for the Huber loss (square within ±1, linear beyond), which
 caps the gradient of a large error.
 
 Why synchronous. A3C (Mnih et al. 2016) ran actor-learners in parallel threads, each applying its
@@ -47,7 +49,8 @@ gradients to shared parameters whenever it was ready, against parameters others 
 meanwhile. The parallel envs were what helped: they decorrelate the data an update sees, in the
 place of DQN's replay buffer. A2C keeps them and drops the asynchrony. All envs step together
 with the same parameters, and one batched update follows. No stale gradients, one forward pass
-for all envs, the same results from the same seed, and as good results as A3C's.
+for all envs, and the same results from the same seed; OpenAI, who named A2C, found it to learn
+as well as A3C.
 
 The policy is Categorical for a Discrete action space and a diagonal Gaussian with a
 state-independent log σ for a Box one. The sample is stored; only the copy sent to the env is
