@@ -66,8 +66,9 @@ for evaluation, as in a2c.py. For a Gaussian with mean μ and log σ (state-inde
     KL(π_old ‖ π_θ) = Σ_i [ log σ_i - log σ_old,i + (σ_old,i² + (μ_old,i - μ_i)²) / (2σ_i²) - ½ ]
     KL(π_old ‖ π_θ) = Σ_a π_old(a|s) (log π_old(a|s) - log π_θ(a|s))               Categorical
 
-Defaults (2 envs x 512 steps, δ 0.01, 10 CG iterations, damping 0.1, γ 0.99, λ 0.98, 100k steps)
-were tuned on CartPole-v1; README.md gives the settings used for MuJoCo.
+Defaults (4 envs x 128 steps, δ 0.01, 10 CG iterations, damping 0.1, γ 0.99, λ 0.98, critic Adam lr
+1e-3 for 20 epochs of 2 minibatches, 100k steps) were tuned on CartPole-v1; README.md gives the
+settings used for MuJoCo.
 
 References:
     Schulman, Levine, Moritz, Jordan, Abbeel (2015). Trust Region Policy Optimization. ICML.
@@ -160,9 +161,9 @@ class Args:
     backtrack_iters: int = 10
     """the most steps the line search tries before it keeps the old policy"""
     # --- algorithm: rollouts and the critic ------------------------------------------------------
-    num_envs: int = 2
+    num_envs: int = 4
     """parallel envs in the vector env"""
-    num_steps: int = 512
+    num_steps: int = 128
     """steps per env in each rollout; a rollout (one policy step) is num_envs * num_steps transitions"""
     gamma: float = 0.99
     """discount factor γ"""

@@ -8,11 +8,12 @@ import pytest
 import torch
 
 import a2c
+import trpo
 import ppo
 import ppo_continuous
 
 
-@pytest.fixture(params=[a2c, ppo, ppo_continuous], ids=lambda module: module.__name__)
+@pytest.fixture(params=[a2c, trpo, ppo, ppo_continuous], ids=lambda module: module.__name__)
 def module(request):
     return request.param
 
