@@ -251,19 +251,20 @@ def test_the_update_fits_the_critic_and_leaves_it_out_of_the_policy_step():
 
 # ----------------------------------------------------------------------------------- learning
 def test_learns_cartpole_within_a_small_budget(runs_dir):
-    summary = trpo.train(trpo.Args(seed=1, total_timesteps=40_000, runs_dir=runs_dir, save_model=False,
+    summary = trpo.train(trpo.Args(seed=1, total_timesteps=20_000, runs_dir=runs_dir, save_model=False,
                                    eval_episodes=3))
-    # A random policy lasts about 22 steps; seeds 1, 2, 3 score XXX here.
+    # A random policy lasts about 22 steps; seeds 1, 2, 3 score 338, 300 and 359 here.
     assert summary["final_return"] >= 200, summary["final_return"]
     assert 0 < summary["largest_kl_after_step"] <= 0.01 * (1 + 1e-6)
 
 
 def test_learns_a_continuous_toy_env(runs_dir):
     args = trpo.Args(env_id="user_envs:ContinuousIdentityRegistered-v0", gamma=0.0, num_steps=128, max_kl=0.05,
-                     total_timesteps=30_000, seed=1, runs_dir=runs_dir, save_model=False)
+                     total_timesteps=12_000, seed=1, runs_dir=runs_dir, save_model=False)
     summary = trpo.train(args)
-    # Acting with the mean 0 scores about -3.3 per episode; hitting the targets scores 0 (seed 1: XXX).
-    assert summary["eval_return"] > -0.5, summary["eval_return"]
+    # Acting with the mean 0 scores about -3.3 per episode; hitting the targets scores 0 (seeds 1, 2, 3:
+    # -0.0012, -0.0009, -0.0007).
+    assert summary["eval_return"] > -0.1, summary["eval_return"]
 
 
 # ---------------------------------------------------------------------- determinism and files
@@ -373,7 +374,8 @@ def test_users_own_env_class_trains_from_the_command_line(tmp_path):
 @pytest.fixture(scope="module")
 def cartpole_checkpoint(tmp_path_factory):
     runs = str(tmp_path_factory.mktemp("runs"))
-    return trpo.train(trpo.Args(num_steps=200, total_timesteps=400, runs_dir=runs, eval_episodes=1))["checkpoint"]
+    args = trpo.Args(num_envs=2, num_steps=200, total_timesteps=400, runs_dir=runs, eval_episodes=1)
+    return trpo.train(args)["checkpoint"]
 
 
 BAD_INPUTS = {
