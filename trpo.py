@@ -32,7 +32,8 @@ visited states (which samples can estimate), with a step size δ:
 The natural gradient. Near θ_old, L is linear and KL̄ quadratic: KL̄ and its gradient are zero at
 θ_old, so its second-order term comes first,
 
-    L(θ_old + Δ) ≈ gᵀΔ,   KL̄(θ_old + Δ) ≈ ½ Δᵀ F Δ,   F = ∇²KL̄(θ_old) = E[ ∇log π ∇log πᵀ ]   Fisher
+    L(θ_old + Δ) - L(θ_old) ≈ gᵀΔ,      KL̄(θ_old + Δ) ≈ ½ Δᵀ F Δ
+    F = ∇²KL̄(θ_old) = mean_t E_{a~π_θold(·|s_t)}[ ∇log π_θ(a|s_t) ∇log π_θ(a|s_t)ᵀ ]     Fisher
 
 F, the Hessian of the KL, is the Fisher information matrix: the metric that measures a step by
 the change in the distribution it makes, whatever the parametrisation. Maximising gᵀΔ on the
