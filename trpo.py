@@ -8,23 +8,26 @@ within δ, found with the conjugate gradient method and checked by a line search
 
 The surrogate. For policies π (the current one, θ_old) and π', with advantages A^π of π,
 
-    J(π') = J(π) + E_{s~ρ_π', a~π'}[ A^π(s,a) ]          ρ the discounted state visitation (unnormalised)
+    J(π') = J(π) + Σ_s ρ_π'(s) Σ_a π'(a|s) A^π(s,a)      ρ_π(s) = Σ_t γ^t P(s_t = s | π), unnormalised
 
 Swapping ρ_π' for ρ_π, whose states we have, and importance-weighting the actions gives
 
-    L_π(π') = J(π) + E_{s~ρ_π, a~π}[ π'(a|s) / π(a|s) · A^π(s,a) ]
+    L_π(π') = J(π) + Σ_s ρ_π(s) Σ_a π(a|s) · π'(a|s) / π(a|s) · A^π(s,a)
 
-which agrees with J(π') to first order at π' = π. Its sample estimate, without the constant, is
+which agrees with J(π') to first order at π' = π. Its sample estimate, without the constant and
+(as is usual) weighting every visited state alike instead of by γ^t, is
 
-    L(θ) = mean_t[ r_t(θ) Â_t ],   r_t(θ) = π_θ(a_t|s_t) / π_θold(a_t|s_t)      surrogate
+    L(θ) = mean_t[ w_t(θ) Â_t ],   w_t(θ) = π_θ(a_t|s_t) / π_θold(a_t|s_t)      surrogate
 
 and ∇L(θ_old) = g is the policy gradient a2c.py follows. How far may we trust it? The paper's
-Theorem 1 bounds the true change from below (ε = max |A^π|):
+Theorem 1, with total variation bounded by KL (its eq. 9), bounds the true value from below
+(ε = max |A^π|):
 
     J(π') ≥ L_π(π') - C · max_s KL(π(·|s) ‖ π'(·|s)),   C = 4εγ / (1-γ)²          lower bound
 
-Maximising the right side would improve J at every step, but C is so large that the steps would
-be tiny. TRPO keeps the idea and turns the penalty into a constraint, on the mean KL over the
+Both sides are equal at π' = π, so a π' that maximises the right side never makes J worse
+(the paper's Algorithm 1 iterates exactly this), but C is so large that the
+steps would be tiny. TRPO keeps the idea and turns the penalty into a constraint, on the mean KL over the
 visited states (which samples can estimate), with a step size δ:
 
     maximise L(θ)   subject to   KL̄(θ) = mean_t[ KL(π_θold(·|s_t) ‖ π_θ(·|s_t)) ] ≤ δ
@@ -42,25 +45,32 @@ the boundary:
 
     s = F⁻¹g,   Δ = √(2δ / sᵀFs) · s                                             the step
 
+(δ is the trust region here; the TD errors δ_t of compute_gae are another δ.)
+
 Conjugate gradient. F has as many rows as the policy has parameters (about 5,000 here), too big
 to form and invert at each update. The conjugate gradient method solves Fs = g using only
-products Fv, and a product is two backward passes (a Hessian-vector product):
+products Fv. Each is a Hessian-vector product: ∇KL̄ is built once, differentiably, and each
+product is then one more backward pass through it,
 
     F v = ∇_θ[ (∇_θ KL̄(θ))ᵀ v ]                                                 Fisher-vector product
 
-A few iterations (--cg-iters) give a good direction; a damping term (F + λI, --cg-damping) keeps
-the system well conditioned where the samples pin down few directions of F.
+A few iterations (--cg-iters) give a good direction. A damping term β (--cg-damping) solves with
+F + βI instead, which keeps the system well conditioned where the samples pin down few directions
+of F; the step formula then uses the same damped matrix, so the step meets ½ Δᵀ(F + βI)Δ = δ and
+the quadratic model of the KL stays a little below δ.
 
 The line search. The step came from a quadratic model of the KL and a linear one of L; both
 can be wrong for a step of that size. So the step is tried at Δ, αΔ, α²Δ, ... (--backtrack-coef
 α, --backtrack-iters) and the first one with the measured KL̄ ≤ δ and L(θ) > L(θ_old) is taken.
 If none is, the policy stays exactly as it was for this batch. --no-line-search takes the full
-step unchecked: the truncated natural policy gradient (TNPG) of Duan et al. (2016).
+step without these checks (only a non-finite result is refused): the truncated natural policy
+gradient (TNPG) of Duan et al. (2016).
 
-The rest is a2c.py's: N envs stepped together with SAME_STEP autoreset, GAE(λ) advantages with
-a truncation bootstrapped from V(final_obs), normalised per batch. The policy has no learning
-rate; δ sets its step. The critic V_θ(s) is fitted separately after the policy step, by several
-epochs of minibatch Adam steps on ½ (V_θ(s_t) - R̂_t)², R̂_t = Â_t + V(s_t). --norm-obs and
+The rest is a2c.py's, without the entropy bonus: N envs stepped together with SAME_STEP
+autoreset, GAE(λ) advantages with a truncation bootstrapped from V(final_obs), normalised per
+batch. The policy has no learning rate; δ sets its step. The critic V_φ(s), with parameters φ of
+its own, is fitted separately after the policy step, by several epochs of minibatch Adam steps
+on ½ (V_φ(s_t) - R̂_t)², R̂_t = Â_t + V_φ(s_t). --norm-obs and
 --norm-reward (for MuJoCo) use gymnasium's running statistics, saved in the checkpoint and frozen
 for evaluation, as in a2c.py. For a Gaussian with mean μ and log σ (state-independent, as here),
 
@@ -153,10 +163,10 @@ class Args:
     cg_iters: int = 10
     """conjugate gradient iterations for the direction s ≈ F⁻¹g"""
     cg_damping: float = 0.1
-    """λ added to the Fisher matrix (F + λI) for a well-conditioned solve"""
+    """β added to the Fisher matrix (F + βI) for a well-conditioned solve"""
     line_search: bool = True
     """backtrack until the step keeps KL ≤ δ and improves the surrogate; --no-line-search takes the full
-    step unchecked (truncated natural policy gradient)"""
+    step unchecked, unless it is not finite (truncated natural policy gradient)"""
     backtrack_coef: float = 0.8
     """the line search shrinks the step by this factor each time"""
     backtrack_iters: int = 10
@@ -374,8 +384,8 @@ def value_loss(values: torch.Tensor, returns: torch.Tensor) -> torch.Tensor:
 
 def explained_variance(predicted: torch.Tensor, target: torch.Tensor) -> float:
     """1 - Var(target - predicted) / Var(target): 1 is a perfect critic, 0 no better than a constant."""
-    var_target = target.var()
-    return float("nan") if var_target == 0 else float(1 - (target - predicted).var() / var_target)
+    var_target = target.var(correction=0)
+    return float("nan") if var_target == 0 else float(1 - (target - predicted).var(correction=0) / var_target)
 
 
 def surrogate(agent: Agent, obs: torch.Tensor, actions: torch.Tensor, advantages: torch.Tensor,
@@ -391,7 +401,7 @@ def flat_grad(output: torch.Tensor, params: list[torch.Tensor], **kwargs) -> tor
 
 
 def fisher_vector_product(agent: Agent, obs: torch.Tensor, old, damping: float):
-    """The function v ↦ (F + λI) v, where F is the Hessian of the mean KL(π_old ‖ π_θ) over the
+    """The function v ↦ (F + βI) v, β the damping, where F is the Hessian of the mean KL(π_old ‖ π_θ) over the
     states `obs`, at θ = θ_old (`old` is agent.distribution(obs) there, detached): the Fisher
     matrix. F is never formed; each product is a Hessian-vector product by double backprop."""
     params = agent.policy_parameters()
@@ -430,7 +440,10 @@ def trpo_step(agent: Agent, obs: torch.Tensor, actions: torch.Tensor, advantages
 
     The policy's parameters end either at an accepted θ or exactly where they were: when the
     gradient is zero (all advantages equal), the conjugate gradient fails, or no step the line
-    search tries keeps KL̄ ≤ δ and improves the surrogate.
+    search tries keeps KL̄ ≤ δ and improves the surrogate. The diagnostics describe the policy
+    the step ends with: policy_loss is -L there (-L(θ_old) = -mean Â when nothing moved),
+    kl_after_step and approx_kl are 0 for a policy that did not move, and line_search_steps
+    counts the candidate steps tried (1 is the full step, 0 means there was no direction).
     """
     params = agent.policy_parameters()
     with torch.no_grad():
@@ -444,8 +457,8 @@ def trpo_step(agent: Agent, obs: torch.Tensor, actions: torch.Tensor, advantages
     diagnostics = {"policy_loss": -surrogate_old.item(), "entropy": entropy.mean().item(), "step_accepted": 0.0,
                    "line_search_steps": 0, "kl_after_step": 0.0, "surrogate_improvement": 0.0,
                    "approx_kl": 0.0, "grad_norm": g.norm().item()}
-    if not (torch.isfinite(s).all() and torch.isfinite(s_f_s) and s_f_s > 0):
-        return diagnostics  # no direction to step in: the policy stays as it is
+    if not (torch.isfinite(s).all() and torch.isfinite(s_f_s) and s_f_s > 0 and g @ s > 0):
+        return diagnostics  # no ascent direction to step in: the policy stays as it is
     full_step = torch.sqrt(2 * args.max_kl / s_f_s) * s  # Δ = √(2δ / sᵀFs) s, on the edge of the quadratic region
     theta_old = nn.utils.parameters_to_vector(params).detach()
     with torch.no_grad():
@@ -489,6 +502,8 @@ def trpo_update(agent: Agent, optimizer: torch.optim.Optimizer, rollout: dict, a
     for _ in range(args.critic_epochs):
         for minibatch in torch.randperm(len(obs), device=obs.device).tensor_split(args.num_minibatches):
             loss = value_loss(agent.value(obs[minibatch]), returns[minibatch])
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"the critic's loss is {loss.item()}")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -723,7 +738,7 @@ def train(args: Args) -> dict:
             # --- logging -----------------------------------------------------------------------
             elapsed = time.perf_counter() - start_time
             sps = (global_step - start_step) / elapsed
-            writer.add_scalar("charts/learning_rate", optimizer.param_groups[0]["lr"], global_step)
+            writer.add_scalar("charts/learning_rate", optimizer.param_groups[0]["lr"], global_step)  # the critic's
             writer.add_scalar("charts/SPS", sps, global_step)
             for key, value in losses.items():
                 writer.add_scalar(f"losses/{key}", value, global_step)

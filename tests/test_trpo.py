@@ -37,16 +37,22 @@ def test_conjugate_gradient_solves_a_symmetric_positive_definite_system(n):
     x = trpo.conjugate_gradient(lambda v: products.append(v) or a @ v, b, iters=n, residual_tol=1e-20)
     expected = torch.linalg.solve(a, b)
     assert torch.allclose(x, expected, rtol=1e-8, atol=1e-10)
-    assert len(products) <= n  # one product with A per iteration, A itself never needed
+    # One product with A per iteration, at most n of them (fewer once the residual is below the
+    # tolerance); A itself is never read.
+    assert n - 2 <= len(products) <= n
 
 
 def test_conjugate_gradient_gets_closer_with_each_iteration():
+    # CG minimises the A-norm of the error over a growing subspace, so that norm never grows.
     generator = torch.Generator().manual_seed(0)
     m = torch.randn(40, 40, dtype=torch.float64, generator=generator)
     a = m @ m.T / 40 + torch.eye(40, dtype=torch.float64)
     b = torch.randn(40, dtype=torch.float64, generator=generator)
-    errors = [(a @ trpo.conjugate_gradient(lambda v: a @ v, b, iters=k) - b).norm().item() for k in (1, 3, 10)]
-    assert errors[0] > errors[1] > errors[2]
+    solution = torch.linalg.solve(a, b)
+    a_norm = lambda e: (e @ a @ e).sqrt().item()
+    errors = [a_norm(trpo.conjugate_gradient(lambda v: a @ v, b, iters=k) - solution) for k in range(0, 12)]
+    assert all(later < earlier for earlier, later in zip(errors, errors[1:]))
+    assert errors[-1] < 1e-3 * errors[0]
 
 
 # -------------------------------------------------------------------- Fisher-vector products
@@ -196,8 +202,9 @@ def test_the_line_search_shrinks_a_step_that_leaves_the_trust_region():
     diagnostics = trpo.trpo_step(agent, obs, actions, advantages, args)
     kl, _ = measured_kl_and_surrogate(agent, torch.nn.utils.parameters_to_vector(agent.policy_parameters()).detach(),
                                       obs, actions, advantages, old)
-    assert diagnostics["step_accepted"] == 1.0 and diagnostics["line_search_steps"] > 1
-    assert 0.01 * 0.8 ** 2 < kl <= 0.01  # the first shrunk step that fits: no smaller than it needs to be
+    # The full step (candidate 1) left the region; candidate 2, shrunk by 0.8, is the first that fits.
+    assert diagnostics["step_accepted"] == 1.0 and diagnostics["line_search_steps"] == 2
+    assert kl <= 0.01 and diagnostics["kl_after_step"] == pytest.approx(kl, rel=1e-6)
 
 
 def test_when_no_step_is_acceptable_the_parameters_are_exactly_unchanged(monkeypatch):
@@ -215,6 +222,22 @@ def test_when_no_step_is_acceptable_the_parameters_are_exactly_unchanged(monkeyp
     diagnostics = trpo.trpo_step(agent, obs, actions, advantages, trpo.Args(backtrack_iters=7))
     assert diagnostics["step_accepted"] == 0.0 and diagnostics["line_search_steps"] == 7
     assert len(calls) == 1 + 7
+    assert all(torch.equal(tensor, state[name]) for name, tensor in agent.state_dict().items())
+
+
+def test_a_step_outside_the_trust_region_is_refused_however_much_it_improves():
+    agent = tiny_agent(SPACES["categorical"])
+    obs, actions, advantages = random_batch(agent)
+    state = {name: tensor.clone() for name, tensor in agent.state_dict().items()}
+    kl_from = agent.kl_from
+    calls = []
+
+    def kl_too_large(*args):  # the true KL for the Fisher-vector products; 2δ more for every candidate
+        calls.append(None)
+        return kl_from(*args) + (0.0 if len(calls) == 1 else 0.02)
+    agent.kl_from = kl_too_large
+    diagnostics = trpo.trpo_step(agent, obs, actions, advantages, trpo.Args(max_kl=0.01, backtrack_iters=5))
+    assert diagnostics["step_accepted"] == 0.0 and diagnostics["line_search_steps"] == 5
     assert all(torch.equal(tensor, state[name]) for name, tensor in agent.state_dict().items())
 
 
@@ -238,7 +261,11 @@ def test_the_update_fits_the_critic_and_leaves_it_out_of_the_policy_step():
     rollout = {"obs": torch.ones(8, 2, 1), "next_obs": torch.ones(8, 2, 1),
                "actions": torch.tensor([[0, 1]] * 8), "rewards": torch.tensor([[1.0, 0.0]] * 8),
                "terminations": torch.ones(8, 2), "truncations": torch.zeros(8, 2)}
+    assert not {id(p) for p in agent.policy_parameters()} & {id(p) for p in agent.critic.parameters()}
     critic_before = [p.clone() for p in agent.critic.parameters()]
+    flat = lambda x: x.reshape(-1, *x.shape[2:])
+    trpo.trpo_step(agent, flat(rollout["obs"]), flat(rollout["actions"]), torch.tensor([1.0, -1.0] * 8), trpo.Args())
+    assert all(torch.equal(a, b) for a, b in zip(critic_before, agent.critic.parameters()))  # the step moves π only
     probability = lambda: torch.softmax(agent.actor(torch.ones(1)), -1)[0].item()
     before = probability()
     optimizer = torch.optim.Adam(agent.critic.parameters(), lr=1e-2)
@@ -247,6 +274,20 @@ def test_the_update_fits_the_critic_and_leaves_it_out_of_the_policy_step():
     assert not all(torch.equal(a, b) for a, b in zip(critic_before, agent.critic.parameters()))
     second = trpo.trpo_update(agent, optimizer, rollout, trpo.Args(critic_epochs=1))
     assert second["value_loss"] < first["value_loss"]  # V(s) moved toward the mean return 0.5
+
+
+def test_a_rollout_of_one_transition_leaves_the_policy_alone_and_fits_the_critic():
+    # One normalised advantage is 0: no gradient, so no step, and no error.
+    torch.manual_seed(0)
+    agent = trpo.Agent(1, gym.spaces.Box(-1.0, 1.0, (1,)))
+    rollout = {"obs": torch.ones(1, 1, 1), "next_obs": torch.ones(1, 1, 1), "actions": torch.full((1, 1, 1), 0.3),
+               "rewards": torch.tensor([[2.0]]), "terminations": torch.ones(1, 1), "truncations": torch.zeros(1, 1)}
+    policy_before = [p.clone() for p in agent.policy_parameters()]
+    optimizer = torch.optim.Adam(agent.critic.parameters(), lr=1e-2)
+    diagnostics = trpo.trpo_update(agent, optimizer, rollout, trpo.Args(num_minibatches=1))
+    assert diagnostics["step_accepted"] == 0.0 and diagnostics["line_search_steps"] == 0
+    assert all(torch.equal(a, b) for a, b in zip(policy_before, agent.policy_parameters()))
+    assert abs(agent.value(torch.ones(1)).item() - 2.0) < abs(diagnostics["value_loss"] * 2) ** 0.5  # V moved toward 2
 
 
 # ----------------------------------------------------------------------------------- learning
@@ -363,11 +404,12 @@ def test_actions_numbered_from_a_start_other_than_zero(runs_dir):
 
 def test_users_own_env_class_trains_from_the_command_line(tmp_path):
     result = run_script("trpo.py", "--env-id", "user_envs:Identity", "--num-steps", "100", "--total-timesteps", "400",
-                        "--eval-episodes", "2", cwd=str(tmp_path))
+                        "--no-line-search", "--eval-episodes", "2", cwd=str(tmp_path))
     assert result.returncode == 0, result.stderr
     (run_dir,) = os.listdir(tmp_path / "runs")
     summary = json.load(open(tmp_path / "runs" / run_dir / "summary.json"))
     assert summary["global_step"] == 400 and summary["eval_return"] is not None
+    assert summary["args"]["line_search"] is False
 
 
 # --------------------------------------------------------------------------------- bad input
