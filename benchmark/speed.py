@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import tyro
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ALGORITHM_KEYS = ("largest_kl_after_step", "rejected_steps")  # kept from a summary.json that has them (trpo.py)
 
 
 @dataclass
@@ -53,7 +54,8 @@ def run_once(args: Args, seed: int, runs_dir: str) -> dict:
             "seconds_to_threshold": summary["seconds_to_threshold"], "sps": summary["sps"],
             "wall_seconds": summary["wall_seconds"], "global_step": summary["global_step"],
             "final_return": summary["final_return"], "eval_return": summary["eval_return"],
-            "peak_rss_mib": peak_kib / 1024}
+            "peak_rss_mib": peak_kib / 1024,
+            **{key: summary[key] for key in ALGORITHM_KEYS if key in summary}}
 
 
 def spread(values: list) -> str:

@@ -46,8 +46,8 @@ def run(job: tuple) -> dict:
     with contextlib.redirect_stdout(io.StringIO()):
         summary = module.train(args)
     keep = ("env_id", "seed", "global_step", "steps_to_threshold", "final_return", "eval_return",
-            "eval_return_std")
-    return {"setting": name, **{key: summary[key] for key in keep}}
+            "eval_return_std", "largest_kl_after_step", "rejected_steps")  # the last two from trpo.py alone
+    return {"setting": name, **{key: summary[key] for key in keep if key in summary}}
 
 
 def main(args: Args) -> None:
