@@ -25,10 +25,10 @@ Theorem 1, with total variation bounded by KL (its eq. 9), bounds the true value
 
     J(π') ≥ L_π(π') - C · max_s KL(π(·|s) ‖ π'(·|s)),   C = 4εγ / (1-γ)²          lower bound
 
-Both sides are equal at π' = π, so a π' that maximises the right side never makes J worse
-(the paper's Algorithm 1 iterates exactly this), but C is so large that the
-steps would be tiny. TRPO keeps the idea and turns the penalty into a constraint, on the mean KL over the
-visited states (which samples can estimate), with a step size δ:
+Both sides are equal at π' = π, so a π' that maximises the right side never makes J worse (the
+paper's Algorithm 1 iterates exactly this), but C is so large that the steps would be tiny. TRPO
+keeps the idea and turns the penalty into a constraint, on the mean KL over the visited states
+(which samples can estimate), with a step size δ:
 
     maximise L(θ)   subject to   KL̄(θ) = mean_t[ KL(π_θold(·|s_t) ‖ π_θ(·|s_t)) ] ≤ δ
 
@@ -294,7 +294,7 @@ def mlp(in_dim: int, out_dim: int, out_std: float, hidden: int = 64) -> nn.Seque
 
 
 class Agent(nn.Module):
-    """The actor π_θ(a|s) and the critic V_θ(s), separate 64-64 tanh MLPs. The actor is
+    """The actor π_θ(a|s) and the critic V_φ(s), separate 64-64 tanh MLPs. The actor is
     Categorical over its logits for a Discrete action space, or a diagonal Gaussian with mean
     μ_θ(s) and a state-independent learned log σ for a Box one."""
 
@@ -378,7 +378,7 @@ def compute_gae(rewards, values, next_values, terminations, truncations, gamma: 
 
 
 def value_loss(values: torch.Tensor, returns: torch.Tensor) -> torch.Tensor:
-    """½ E[(V_θ(s) - R̂)²]."""
+    """½ E[(V_φ(s) - R̂)²]."""
     return 0.5 * ((values - returns) ** 2).mean()
 
 
@@ -401,9 +401,10 @@ def flat_grad(output: torch.Tensor, params: list[torch.Tensor], **kwargs) -> tor
 
 
 def fisher_vector_product(agent: Agent, obs: torch.Tensor, old, damping: float):
-    """The function v ↦ (F + βI) v, β the damping, where F is the Hessian of the mean KL(π_old ‖ π_θ) over the
-    states `obs`, at θ = θ_old (`old` is agent.distribution(obs) there, detached): the Fisher
-    matrix. F is never formed; each product is a Hessian-vector product by double backprop."""
+    """The function v ↦ (F + βI) v, β the damping, where F is the Hessian of the mean
+    KL(π_old ‖ π_θ) over the states `obs` at θ = θ_old (`old` is agent.distribution(obs) there,
+    detached): the Fisher matrix. F is never formed; each product is a Hessian-vector product by
+    double backprop."""
     params = agent.policy_parameters()
     mean_kl = agent.kl_from(old, obs).mean()
     grad_kl = flat_grad(mean_kl, params, create_graph=True)  # ∇KL̄, kept differentiable (it is 0 at θ_old)
