@@ -1,0 +1,244 @@
+"""Run a benchmark suite: every (script, env, seed) job of benchmark/zoo.toml, `--jobs` at a time.
+
+Each job is the script run as a user would run it, in a subprocess, with the flags its table in the
+config gives, its output in `<runs-dir>/<suite>/<script>/<env id>/seed_<seed>/`: the run's own folder
+(tensorboard events, checkpoint, summary.json) and `log.txt` (what it printed). A job whose
+summary.json says it finished is skipped, so running the same command again after a stop picks up
+where it left off: an interrupted job resumes from its checkpoint, a failed or half-written one starts
+again. A failed job is reported with the end of its log and the others go on. Then
+`python benchmark/report.py --suite <suite>` makes the tables and plots.
+
+    python benchmark/run.py --suite classic
+    python benchmark/run.py --suite classic --scripts ppo trpo --envs CartPole-v1 --seeds 1 2
+    python benchmark/run.py --suite mujoco --jobs 16 --dry-run
+"""
+
+import glob
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import tomllib
+from dataclasses import dataclass
+from typing import Optional
+
+import tyro
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@dataclass
+class Args:
+    suite: str = "classic"
+    """the suite to run: a top-level table of the config (smoke, classic, mujoco)"""
+    scripts: Optional[list[str]] = None
+    """only these scripts (e.g. ppo trpo); default: every script the suite has"""
+    envs: Optional[list[str]] = None
+    """only these env ids; default: every env the suite has"""
+    seeds: Optional[list[int]] = None
+    """these seeds in place of the suite's own"""
+    jobs: int = os.cpu_count() or 1
+    """jobs at a time; each job uses one core"""
+    config: str = os.path.join(ROOT, "benchmark", "zoo.toml")
+    """the suites and each job's flags"""
+    runs_dir: str = os.path.join(ROOT, "benchmark", "runs")
+    """where the jobs' runs and logs go (one folder per suite)"""
+    dry_run: bool = False
+    """list the jobs and whether each is finished, and run nothing"""
+
+
+class UsageError(Exception):
+    """A bad flag or config: reported in one line, exit status 2."""
+
+
+@dataclass
+class Job:
+    script: str
+    env_id: str
+    seed: int
+    flags: dict
+    folder: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.script} {self.env_id} seed {self.seed}"
+
+    @property
+    def steps(self) -> int:
+        return int(self.flags.get("total_timesteps", 0))
+
+
+def as_flags(settings: dict) -> list[str]:
+    """{"learning_rate": 3e-4, "norm_obs": False} -> ["--learning-rate", "0.0003", "--no-norm-obs"]."""
+    flags = []
+    for key, value in settings.items():
+        flag = "--" + key.replace("_", "-")
+        if isinstance(value, bool):
+            flags.append(flag if value else "--no-" + flag[2:])
+        else:
+            flags += [flag, str(value)]
+    return flags
+
+
+def plan(args: Args) -> list[Job]:
+    """The selected jobs of the suite, in config order (script, env), seeds innermost."""
+    try:
+        with open(args.config, "rb") as f:
+            config = tomllib.load(f)
+    except (OSError, tomllib.TOMLDecodeError) as error:
+        raise UsageError(f"cannot read the config {args.config}: {error}")
+    if args.suite not in config:
+        raise UsageError(f"no suite {args.suite!r} in {args.config}; it has: {', '.join(config)}")
+    if args.jobs < 1:
+        raise UsageError(f"--jobs must be at least 1, got {args.jobs}")
+    suite = config[args.suite]
+    seeds = args.seeds if args.seeds is not None else suite.get("seeds", [1])
+    tables = {script: envs for script, envs in suite.items() if isinstance(envs, dict)}
+    suite_envs = {env_id for envs in tables.values() for env_id in envs}
+    for wanted, known, what in ((args.scripts, tables, "script"), (args.envs, suite_envs, "env")):
+        unknown = sorted(set(wanted or []) - set(known))
+        if unknown:
+            raise UsageError(f"suite {args.suite!r} has no {what} {', '.join(unknown)}; "
+                             f"it has: {', '.join(sorted(known))}")
+    jobs = []
+    for script, envs in tables.items():
+        if args.scripts is not None and script not in args.scripts:
+            continue
+        if not os.path.exists(os.path.join(ROOT, f"{script}.py")):
+            print(f"skipping {script}: there is no {script}.py yet", flush=True)
+            continue
+        for env_id, flags in envs.items():
+            if args.envs is not None and env_id not in args.envs:
+                continue
+            for seed in seeds:
+                folder = os.path.join(args.runs_dir, args.suite, script, env_id.replace("/", "_").replace(":", "_"),
+                                      f"seed_{seed}")
+                jobs.append(Job(script, env_id, seed, flags, folder))
+    if not jobs:
+        raise UsageError(f"the selection leaves no job in suite {args.suite!r}")
+    return jobs
+
+
+def read_summary(job: Job) -> Optional[dict]:
+    """The job's summary.json, if its run got as far as writing one."""
+    paths = glob.glob(os.path.join(glob.escape(job.folder), "*", "summary.json"))
+    if len(paths) != 1:
+        return None
+    try:
+        with open(paths[0]) as f:
+            return json.load(f)
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def is_finished(job: Job) -> bool:
+    summary = read_summary(job)
+    return summary is not None and not summary.get("interrupted") and not summary.get("failed")
+
+
+def start(job: Job) -> subprocess.Popen:
+    """Start the job's script; an interrupted run with a checkpoint resumes, anything else starts afresh."""
+    summary = read_summary(job)
+    checkpoint = summary.get("checkpoint") if summary and summary.get("interrupted") else None
+    if checkpoint and os.path.exists(checkpoint):
+        command = [sys.executable, os.path.join(ROOT, f"{job.script}.py"), "--resume", checkpoint]
+        mode = "a"
+    else:
+        shutil.rmtree(job.folder, ignore_errors=True)
+        os.makedirs(job.folder)
+        command = [sys.executable, os.path.join(ROOT, f"{job.script}.py"), "--env-id", job.env_id,
+                   "--seed", str(job.seed), "--runs-dir", job.folder, *as_flags(job.flags)]
+        mode = "w"
+    log = open(os.path.join(job.folder, "log.txt"), mode)
+    log.write("$ " + " ".join(command) + "\n")
+    log.flush()
+    return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
+                            env=dict(os.environ, PYTHONUNBUFFERED="1"))
+
+
+def log_tail(job: Job, lines: int = 8) -> str:
+    with open(os.path.join(job.folder, "log.txt"), errors="replace") as f:
+        return "".join("    " + line for line in f.readlines()[-lines:])
+
+
+def duration(seconds: float) -> str:
+    return f"{seconds / 60:.0f} min" if seconds >= 90 else f"{seconds:.0f} s"
+
+
+def main(args: Args) -> int:
+    jobs = plan(args)
+    pending = [job for job in jobs if not is_finished(job)]
+    print(f"suite {args.suite}: {len(jobs)} jobs, {len(jobs) - len(pending)} already finished, "
+          f"{len(pending)} to run, {args.jobs} at a time; output under {os.path.join(args.runs_dir, args.suite)}",
+          flush=True)
+    if args.dry_run:
+        for job in jobs:
+            print(f"  {'finished' if job not in pending else 'to run  '}  {job.name}  {' '.join(as_flags(job.flags))}")
+        return 0
+
+    running: dict[subprocess.Popen, tuple[Job, float]] = {}
+    done, failed = [], []
+    began, last_report = time.time(), 0.0
+    try:
+        while pending or running:
+            while pending and len(running) < args.jobs:
+                job = pending.pop(0)
+                running[start(job)] = (job, time.time())
+            time.sleep(0.2)
+            for process, (job, started) in list(running.items()):
+                if process.poll() is None:
+                    continue
+                del running[process]
+                summary = read_summary(job)
+                if process.returncode == 0 and summary is not None:
+                    done.append(job)
+                    evaluation = summary.get("eval_return")
+                    print(f"done    {job.name}: eval return {evaluation:.1f}, training {summary['final_return']:.1f}, "
+                          f"{duration(time.time() - started)}", flush=True)
+                else:
+                    failed.append(job)
+                    print(f"FAILED  {job.name} (exit status {process.returncode}); its log, "
+                          f"{os.path.join(job.folder, 'log.txt')}, ends:\n{log_tail(job)}", end="", flush=True)
+            if time.time() - last_report >= 30 or not (pending or running):
+                last_report = time.time()
+                print(progress(done, failed, running, pending, began), flush=True)
+    except KeyboardInterrupt:
+        # Ctrl-C reached the jobs too (one process group): each saves its checkpoint and stops.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        for process in running:
+            process.wait()
+        print(f"\ninterrupted: {len(done)} jobs finished this time; run the same command again to go on "
+              "(finished jobs are skipped, interrupted ones resume)", file=sys.stderr)
+        return 130
+    if failed:
+        print(f"{len(failed)} of {len(done) + len(failed)} jobs failed: {', '.join(job.name for job in failed)}")
+        return 1
+    print(f"all {len(jobs)} jobs of suite {args.suite} finished; "
+          f"next: python benchmark/report.py --suite {args.suite}")
+    return 0
+
+
+def progress(done: list, failed: list, running: dict, pending: list, began: float) -> str:
+    """Jobs done / running / left and an estimate of the time left, from the steps done so far."""
+    elapsed = time.time() - began
+    steps_done = sum(job.steps for job in done)
+    steps_left = sum(job.steps for job in pending) + sum(job.steps for job, _ in running.values()) / 2
+    if steps_done and steps_left:
+        eta = f"about {duration(steps_left * elapsed / steps_done)} left"
+    else:
+        eta = "time left known after the first job" if steps_left else "nothing left"
+    failures = f" ({len(failed)} failed)" if failed else ""
+    return (f"[{duration(elapsed)}] {len(done) + len(failed)} done{failures}, {len(running)} running, "
+            f"{len(pending)} left; {eta}")
+
+
+if __name__ == "__main__":
+    cli_args = tyro.cli(Args, description=__doc__.split("\n\n")[0])
+    try:
+        sys.exit(main(cli_args))
+    except UsageError as error:
+        print(f"run.py: error: {error}", file=sys.stderr)
+        sys.exit(2)
