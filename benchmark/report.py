@@ -1,0 +1,236 @@
+"""Tables and learning curves from a suite's runs, with the peers' published numbers beside ours.
+
+Reads every finished run that benchmark/run.py left under `<runs-dir>/<suite>/` (its summary.json and
+its tensorboard curve `charts/episodic_return`) and writes, under `<out>/<suite>/`:
+- `runs.csv`: one row per run, the summary's numbers as they are;
+- `results.md`: a table per env, one row per script: mean ± std over seeds (numpy's std, ddof 0) of the
+  final training return (last 20 episodes) and of the evaluation return, the interquartile mean of
+  the evaluation return with a 95% bootstrap confidence interval over seeds, steps and seconds to the
+  env's solve threshold (over the seeds that reached it), steps/s; then the peers' numbers for that env
+  from benchmark/peers.toml, each with its source;
+- `curves.png`: one panel per env, one line per script: the mean over seeds of the running mean of
+  the last 20 episode returns, against env steps, with a band of ± one std over seeds.
+
+    python benchmark/report.py --suite classic
+"""
+
+import csv
+import glob
+import json
+import math
+import os
+import re
+import sys
+import tomllib
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import tyro
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+COLUMNS = ("script", "env_id", "seed", "global_step", "final_return", "eval_return", "eval_return_std",
+           "reward_threshold", "steps_to_threshold", "seconds_to_threshold", "sps", "wall_seconds")
+SCRIPT_ORDER = ("reinforce", "reinforce_baseline", "a2c", "trpo", "ppo", "ppo_continuous")  # the ladder
+CURVE_POINTS = 100  # points on each learning curve
+RUNNING_MEAN = 20  # episodes, as in the summaries' final_return
+BOOTSTRAP_SAMPLES = 2000
+
+
+@dataclass
+class Args:
+    suite: str = "classic"
+    """the suite whose runs to report"""
+    runs_dir: str = os.path.join(ROOT, "benchmark", "runs")
+    """where benchmark/run.py left the runs"""
+    out: str = os.path.join(ROOT, "benchmark", "results")
+    """the report goes to <out>/<suite>/"""
+    peers: str = os.path.join(ROOT, "benchmark", "peers.toml")
+    """the peers' published numbers"""
+
+
+# ------------------------------------------------------------------------------------------ reading
+def load_runs(runs_dir: str, suite: str) -> list[dict]:
+    """One dict per finished run: the COLUMNS of its summary.json, plus the run folder."""
+    runs = []
+    pattern = os.path.join(glob.escape(os.path.join(runs_dir, suite)), "*", "*", "seed_*", "*", "summary.json")
+    for path in sorted(glob.glob(pattern)):
+        with open(path) as f:
+            summary = json.load(f)
+        if summary.get("interrupted") or summary.get("failed"):
+            continue
+        script = path.split(os.sep)[-5]
+        runs.append({"script": script, **{key: summary.get(key) for key in COLUMNS[1:]},
+                     "run_dir": os.path.dirname(path)})
+    runs.sort(key=lambda r: (script_rank(r["script"]), r["env_id"], r["seed"]))
+    return runs
+
+
+def script_rank(script: str) -> tuple:
+    return (SCRIPT_ORDER.index(script) if script in SCRIPT_ORDER else len(SCRIPT_ORDER), script)
+
+
+def episode_returns(run_dir: str) -> tuple[np.ndarray, np.ndarray]:
+    """(env step, return) of every training episode the run logged to tensorboard."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    accumulator = EventAccumulator(run_dir, size_guidance={"scalars": 0})
+    accumulator.Reload()
+    events = accumulator.Scalars("charts/episodic_return")
+    return np.array([e.step for e in events], dtype=np.float64), np.array([e.value for e in events])
+
+
+def learning_curve(steps: np.ndarray, returns: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """At each grid step, the mean of the last RUNNING_MEAN episodes finished by then (NaN before the first)."""
+    order = np.argsort(steps, kind="stable")
+    steps, returns = steps[order], returns[order]
+    cumulative = np.concatenate([[0.0], np.cumsum(returns)])
+    finished = np.searchsorted(steps, grid, side="right")  # episodes finished at or before each grid step
+    first = np.maximum(finished - RUNNING_MEAN, 0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(finished > 0, (cumulative[finished] - cumulative[first]) / (finished - first), np.nan)
+
+
+# -------------------------------------------------------------------------------------- statistics
+def interquartile_mean(values: np.ndarray) -> float:
+    """Mean of the middle half: drop the lowest and highest quarter (floor(n/4) values each side)."""
+    values = np.sort(values)
+    cut = len(values) // 4
+    return float(values[cut:len(values) - cut].mean())
+
+
+def bootstrap_interval(values: np.ndarray, statistic, confidence: float = 0.95, seed: int = 0) -> tuple:
+    """Percentile bootstrap over seeds: resample the seeds with replacement, recompute the statistic."""
+    rng = np.random.default_rng(seed)
+    samples = rng.choice(values, size=(BOOTSTRAP_SAMPLES, len(values)), replace=True)
+    estimates = np.array([statistic(sample) for sample in samples])
+    tail = (1 - confidence) / 2 * 100
+    return float(np.percentile(estimates, tail)), float(np.percentile(estimates, 100 - tail))
+
+
+def number(value: float) -> str:
+    """Thousands separators; one decimal below 1,000 in size."""
+    return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:,.1f}"
+
+
+def mean_std(values: list) -> str:
+    values = [v for v in values if v is not None]
+    if not values:
+        return "–"
+    return f"{number(float(np.mean(values)))} ± {number(float(np.std(values)))}"
+
+
+def reached(values: list, unit: str = "") -> str:
+    """Mean ± std over the seeds that reached the threshold, and how many did."""
+    hits = [v for v in values if v is not None]
+    if not hits:
+        return f"not reached (0/{len(values)})"
+    return f"{mean_std(hits)}{unit} ({len(hits)}/{len(values)})"
+
+
+# ----------------------------------------------------------------------------------------- writing
+def write_csv(runs: list[dict], path: str) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(runs)
+
+
+def env_family(env_id: str) -> str:
+    """HalfCheetah-v5 -> HalfCheetah: peers used other versions of the same envs."""
+    return re.sub(r"-v\d+$", "", env_id.split(":")[-1])
+
+
+def env_table(env_id: str, runs: list[dict], peers: list[dict]) -> list[str]:
+    budget = max(r["global_step"] for r in runs)
+    threshold = runs[0]["reward_threshold"]
+    lines = [f"### {env_id}", "",
+             f"{budget:,} env steps; solve threshold {'none in the spec' if threshold is None else number(threshold)}.",
+             "", "| script | seeds | final training return | evaluation return | IQM evaluation [95% CI] | "
+             "steps to threshold | seconds to threshold | steps/s |", "|---|---|---|---|---|---|---|---|"]
+    for script in sorted({r["script"] for r in runs}, key=script_rank):
+        rows = [r for r in runs if r["script"] == script]
+        evals = np.array([r["eval_return"] for r in rows], dtype=np.float64)
+        low, high = bootstrap_interval(evals, interquartile_mean)
+        lines.append(f"| {script}.py | {len(rows)} | {mean_std([r['final_return'] for r in rows])} | "
+                     f"{mean_std(list(evals))} | {number(interquartile_mean(evals))} [{number(low)}, {number(high)}] | "
+                     f"{reached([r['steps_to_threshold'] for r in rows])} | "
+                     f"{reached([r['seconds_to_threshold'] for r in rows], ' s')} | "
+                     f"{mean_std([r['sps'] for r in rows])} |")
+    mine = [p for p in peers if env_family(p["env"]) == env_family(env_id)]
+    if mine:
+        lines += ["", "Published by peers:", "", "| peer | env | return | what | steps | seeds | source |",
+                  "|---|---|---|---|---|---|---|"]
+        lines += [f"| {p['who']} | {p['env']} | {p['result']} | {p['what']} | {p['budget']:,} | {p['seeds']} | "
+                  f"{p['source']} |" for p in mine]
+    return lines + [""]
+
+
+def write_markdown(runs: list[dict], peers: list[dict], suite: str, path: str) -> None:
+    lines = [f"# Suite {suite}", "",
+             "Made by `python benchmark/report.py --suite " + suite + "` from the runs of "
+             "`python benchmark/run.py --suite " + suite + "`. Returns are mean ± std over seeds; the final "
+             "training return is the mean of the last 20 episodes (with exploration), the evaluation return the "
+             "mean over the run's evaluation episodes (greedy or mean action). Steps and seconds to threshold: "
+             "first step at which the last-20 mean reached the env's threshold, over the seeds that did.", ""]
+    for env_id in sorted({r["env_id"] for r in runs}, key=lambda e: [r["env_id"] for r in runs].index(e)):
+        lines += env_table(env_id, [r for r in runs if r["env_id"] == env_id], peers)
+    with open(path, "w") as f:
+        f.write("\n".join(lines))
+
+
+def plot_curves(runs: list[dict], suite: str, path: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")  # files only, no screen
+    import matplotlib.pyplot as plt
+
+    env_ids = list(dict.fromkeys(r["env_id"] for r in runs))
+    columns = min(3, len(env_ids))
+    rows = math.ceil(len(env_ids) / columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(5 * columns, 3.6 * rows), squeeze=False)
+    scripts = sorted({r["script"] for r in runs}, key=script_rank)
+    colours = {script: plt.get_cmap("tab10")(i) for i, script in enumerate(scripts)}
+    for axis, env_id in zip(axes.flat, env_ids):
+        env_runs = [r for r in runs if r["env_id"] == env_id]
+        grid = np.linspace(0, max(r["global_step"] for r in env_runs), CURVE_POINTS + 1)[1:]
+        for script in scripts:
+            curves = np.array([learning_curve(*episode_returns(r["run_dir"]), grid)
+                               for r in env_runs if r["script"] == script])
+            if len(curves) == 0:
+                continue
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns, before any episode ended
+                mean, std = np.nanmean(curves, axis=0), np.nanstd(curves, axis=0)
+            axis.plot(grid, mean, color=colours[script], label=f"{script}.py ({len(curves)})")
+            axis.fill_between(grid, mean - std, mean + std, color=colours[script], alpha=0.2, linewidth=0)
+        axis.set_title(env_id)
+        axis.set_xlabel("env steps")
+        axis.set_ylabel("return (last 20 episodes)")
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=7)
+    for axis in list(axes.flat)[len(env_ids):]:
+        axis.set_visible(False)
+    figure.suptitle(f"{suite}: mean over seeds (their number in brackets) ± one std", fontsize=10)
+    figure.tight_layout()
+    figure.savefig(path, dpi=90)
+    plt.close(figure)
+
+
+def main(args: Args) -> int:
+    runs = load_runs(args.runs_dir, args.suite)
+    if not runs:
+        print(f"report.py: error: no finished runs under {os.path.join(args.runs_dir, args.suite)}; "
+              f"run python benchmark/run.py --suite {args.suite} first", file=sys.stderr)
+        return 2
+    with open(args.peers, "rb") as f:
+        peers = tomllib.load(f)["peer"]
+    out = os.path.join(args.out, args.suite)
+    os.makedirs(out, exist_ok=True)
+    write_csv(runs, os.path.join(out, "runs.csv"))
+    write_markdown(runs, peers, args.suite, os.path.join(out, "results.md"))
+    plot_curves(runs, args.suite, os.path.join(out, "curves.png"))
+    print(f"{len(runs)} runs: wrote runs.csv, results.md and curves.png to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(tyro.cli(Args, description=__doc__.split("\n\n")[0])))
