@@ -1,0 +1,207 @@
+"""benchmark/run.py and benchmark/report.py: the smoke suite end to end, then the report on its runs."""
+
+import csv
+import glob
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import tomllib
+
+import numpy as np
+import pytest
+
+from conftest import ROOT
+
+sys.path.insert(0, os.path.join(ROOT, "benchmark"))
+import report  # noqa: E402
+import run  # noqa: E402
+
+FAILING_JOB = ("trpo", "NoSuchEnv-v0")  # added to the smoke suite: the script refuses the env (exit 2)
+
+
+def bench(tool: str, *flags: str, timeout: float = 180) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, os.path.join(ROOT, "benchmark", tool), *flags], capture_output=True,
+                          text=True, timeout=timeout, cwd=ROOT)
+
+
+def write_config(path, tables: dict) -> None:
+    """A TOML file of [suite] / [suite.script."env"] tables (values: ints, floats, bools, lists of ints)."""
+    lines = []
+    for suite, contents in tables.items():
+        lines += [f"[{suite}]", f"seeds = {contents['seeds']}"]
+        for script, envs in contents.items():
+            if script == "seeds":
+                continue
+            for env_id, flags in envs.items():
+                lines.append(f'[{suite}.{script}."{env_id}"]')
+                lines += [f"{key} = {str(value).lower() if isinstance(value, bool) else value}"
+                          for key, value in flags.items()]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def job_summaries(runs_dir: str, suite: str = "smoke") -> dict:
+    """{(script, env_id, seed): (summary.json path, its contents)} of the runs under runs_dir."""
+    found = {}
+    for path in glob.glob(os.path.join(runs_dir, suite, "*", "*", "seed_*", "*", "summary.json")):
+        with open(path) as f:
+            summary = json.load(f)
+        found[(path.split(os.sep)[-5], summary["env_id"], summary["seed"])] = (path, summary)
+    return found
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    """The smoke suite of benchmark/zoo.toml plus a job that fails, run once, then run again."""
+    folder = tmp_path_factory.mktemp("bench")
+    with open(os.path.join(ROOT, "benchmark", "zoo.toml"), "rb") as f:
+        suite = tomllib.load(f)["smoke"]
+    jobs = {script: envs for script, envs in suite.items() if isinstance(envs, dict)}
+    assert sum(len(envs) for envs in jobs.values()) * len(suite["seeds"]) == 2  # two tiny jobs
+    suite.setdefault(FAILING_JOB[0], {})[FAILING_JOB[1]] = {"total_timesteps": 100}
+    config = folder / "zoo.toml"
+    write_config(config, {"smoke": suite})
+    runs_dir = str(folder / "runs")
+    flags = ("--suite", "smoke", "--config", str(config), "--runs-dir", runs_dir, "--jobs", "2")
+    first = bench("run.py", *flags)
+    summaries = job_summaries(runs_dir)
+    stamps = {key: os.stat(path).st_mtime_ns for key, (path, _) in summaries.items()}
+    second = bench("run.py", *flags)
+    return {"first": first, "second": second, "runs_dir": runs_dir, "summaries": summaries, "stamps": stamps,
+            "folder": folder, "flags": flags}
+
+
+def test_runner_runs_the_smoke_jobs_and_reports_the_failure(smoke):
+    first = smoke["first"]
+    assert first.returncode == 1, first.stdout + first.stderr  # a job failed: the runner says so in its status
+    assert set(smoke["summaries"]) == {("ppo", "CartPole-v1", 1), ("a2c", "CartPole-v1", 1)}
+    for path, summary in smoke["summaries"].values():
+        assert summary["global_step"] >= summary["args"]["total_timesteps"] and not summary["interrupted"]
+        assert os.path.exists(os.path.join(os.path.dirname(os.path.dirname(path)), "log.txt"))
+    assert "done    ppo CartPole-v1 seed 1" in first.stdout and "done    a2c CartPole-v1 seed 1" in first.stdout
+    # The failure: named, with its exit status and the end of its log (the script's own error line).
+    assert "FAILED  trpo NoSuchEnv-v0 seed 1 (exit status 2)" in first.stdout
+    assert "trpo.py: error:" in first.stdout and "NoSuchEnv-v0" in first.stdout
+    assert "3 done (1 failed), 0 running, 0 left" in first.stdout
+    assert "1 of 3 jobs failed: trpo NoSuchEnv-v0 seed 1" in first.stdout
+
+
+def test_rerun_skips_finished_jobs_and_retries_the_failed_one(smoke):
+    second = smoke["second"]
+    assert "3 jobs, 2 already finished, 1 to run" in second.stdout
+    assert "done    ppo" not in second.stdout and "done    a2c" not in second.stdout
+    assert "FAILED  trpo NoSuchEnv-v0 seed 1" in second.stdout and second.returncode == 1
+    for key, (path, _) in smoke["summaries"].items():
+        assert os.stat(path).st_mtime_ns == smoke["stamps"][key]  # untouched
+
+
+def test_ctrl_c_stops_the_runner_and_a_rerun_resumes_the_job(tmp_path):
+    """Ctrl-C reaches the runner and its jobs: the job saves a checkpoint, the runner says how to go on
+    (exit 130), and the same command then resumes the job from the checkpoint in the same folder."""
+    config = tmp_path / "zoo.toml"
+    write_config(config, {"smoke": {"seeds": [4], "ppo": {"CartPole-v1": {"total_timesteps": 30_000,
+                                                                          "eval_episodes": 1}}}})
+    flags = ("--suite", "smoke", "--config", str(config), "--runs-dir", str(tmp_path / "runs"))
+    runner = subprocess.Popen([sys.executable, os.path.join(ROOT, "benchmark", "run.py"), *flags], cwd=ROOT,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    log = tmp_path / "runs" / "smoke" / "ppo" / "CartPole-v1" / "seed_4" / "log.txt"
+    deadline = time.time() + 60
+    while not (log.exists() and "step " in log.read_text()) and time.time() < deadline:
+        time.sleep(0.1)  # until the job is training
+    os.killpg(runner.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole process group
+    _, stderr = runner.communicate(timeout=60)
+    assert runner.returncode == 130 and "run the same command again to go on" in stderr
+    ((path, summary),) = job_summaries(str(tmp_path / "runs")).values()
+    assert summary["interrupted"] and os.path.exists(summary["checkpoint"])
+    assert summary["global_step"] < 30_000
+    again = bench("run.py", *flags)
+    assert again.returncode == 0 and "1 jobs, 0 already finished, 1 to run" in again.stdout
+    ((new_path, new_summary),) = job_summaries(str(tmp_path / "runs")).values()
+    assert new_path == path and not new_summary["interrupted"] and new_summary["global_step"] >= 30_000
+    commands = [line for line in log.read_text().splitlines() if line.startswith("$ ")]
+    assert len(commands) == 2 and commands[1].endswith(f"--resume {summary['checkpoint']}")
+
+
+def test_report_tables_and_plot_match_the_runs(smoke, tmp_path):
+    result = bench("report.py", "--suite", "smoke", "--runs-dir", smoke["runs_dir"], "--out", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    out = tmp_path / "smoke"
+    with open(out / "runs.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 2  # the failed job has no run to report
+    for row in rows:
+        _, summary = smoke["summaries"][(row["script"], row["env_id"], int(row["seed"]))]
+        for key in ("global_step", "final_return", "eval_return", "eval_return_std", "sps", "wall_seconds"):
+            assert float(row[key]) == pytest.approx(summary[key], rel=1e-12), key
+        assert (row["steps_to_threshold"] or None) == summary["steps_to_threshold"]
+    table = (out / "results.md").read_text()
+    for script in ("ppo", "a2c"):
+        _, summary = smoke["summaries"][(script, "CartPole-v1", 1)]
+        # one seed: mean = that run's number, std 0, IQM and its interval the same number
+        evaluation = report.number(summary["eval_return"])
+        assert (f"| {script}.py | 1 | {report.number(summary['final_return'])} ± 0.0 | {evaluation} ± 0.0 | "
+                f"{evaluation} [{evaluation}, {evaluation}] |") in table
+    assert "CleanRL ppo.py | CartPole-v1 | 490.0 ± 6.1" in table  # the peer for this env, with its source
+    assert "Acrobot" not in table  # and only for this env
+    import matplotlib.image
+    image = matplotlib.image.imread(out / "curves.png")
+    assert image.shape[0] > 100 and image.shape[1] > 100 and image.std() > 0  # a picture, not a blank
+
+
+def test_learning_curve_is_the_running_mean_of_the_last_20_episodes():
+    steps = np.array([10.0, 20.0, 30.0])
+    curve = report.learning_curve(steps, np.array([1.0, 2.0, 3.0]), np.array([5.0, 10.0, 25.0, 100.0]))
+    assert np.isnan(curve[0]) and curve[1:].tolist() == [1.0, 1.5, 2.0]
+    steps, returns = np.arange(1.0, 26.0), np.arange(25.0)
+    assert report.learning_curve(steps, returns, np.array([25.0]))[0] == np.mean(np.arange(5.0, 25.0))
+    shuffled = np.random.default_rng(0).permutation(25)  # episodes logged out of order by parallel envs
+    assert report.learning_curve(steps[shuffled], returns[shuffled], np.array([25.0]))[0] == 14.5
+
+
+def test_interquartile_mean_and_bootstrap_interval():
+    assert report.interquartile_mean(np.array([8.0, 1, 2, 3, 4, 5, 6, 7])) == 4.5  # mean of 3..6
+    assert report.interquartile_mean(np.array([1.0, 2, 3, 1000])) == 2.5  # the outlier is trimmed
+    assert report.interquartile_mean(np.array([1.0, 2, 6])) == 3.0  # fewer than 4 seeds: the plain mean
+    values = np.array([0.0, 1.0, 2.0, 3.0, 10.0])
+    low, high = report.bootstrap_interval(values, report.interquartile_mean)
+    assert 0.0 <= low < report.interquartile_mean(values) < high <= 10.0
+    assert report.bootstrap_interval(np.array([5.0, 5.0]), np.mean) == (5.0, 5.0)
+
+
+def test_flags_from_config_values():
+    assert run.as_flags({"learning_rate": 3e-4, "norm_obs": False, "anneal_lr": True, "num_envs": 4}) == [
+        "--learning-rate", "0.0003", "--no-norm-obs", "--anneal-lr", "--num-envs", "4"]
+
+
+def test_every_job_of_the_config_names_real_flags():
+    """Each table of zoo.toml uses only fields of its script's Args, so no job dies on a typo."""
+    import importlib
+    with open(os.path.join(ROOT, "benchmark", "zoo.toml"), "rb") as f:
+        config = tomllib.load(f)
+    for suite in config.values():
+        for script, envs in suite.items():
+            if isinstance(envs, dict):
+                fields = importlib.import_module(script).Args.__dataclass_fields__
+                for env_id, flags in envs.items():
+                    assert set(flags) <= set(fields), (script, env_id, set(flags) - set(fields))
+                    assert "total_timesteps" in flags, (script, env_id)  # the budget is always stated
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--suite", "nope"], "no suite 'nope'"),
+    (["--suite", "smoke", "--scripts", "ppox"], "has no script ppox"),
+    (["--suite", "smoke", "--envs", "Pong-v5"], "has no env Pong-v5"),
+    (["--suite", "smoke", "--jobs", "0"], "--jobs must be at least 1"),
+    (["--config", "/nonexistent.toml"], "cannot read the config"),
+])
+def test_runner_bad_selection_is_one_line_and_exit_2(flags, message, tmp_path):
+    result = bench("run.py", *flags, "--runs-dir", str(tmp_path / "runs"))
+    assert result.returncode == 2 and result.stderr.startswith("run.py: error:") and message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and not os.path.exists(tmp_path / "runs")
+
+
+def test_report_without_runs_says_what_to_do(tmp_path):
+    result = bench("report.py", "--suite", "smoke", "--runs-dir", str(tmp_path), "--out", str(tmp_path / "out"))
+    assert result.returncode == 2 and "run python benchmark/run.py --suite smoke first" in result.stderr
