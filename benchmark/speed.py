@@ -1,14 +1,21 @@
-"""Steps and wall-clock to the solve threshold, steps/s and peak memory of one script on one env.
+"""Steps and wall-clock to the solve threshold, steps/s and peak memory of one script on one env, and
+with --peers the same for Stable-Baselines3's counterpart run with the same hyperparameters.
 
 Runs `python <script> --env-id <env> --seed <s>` (with the script's defaults plus any extra flags)
 for each seed, one at a time so the runs do not compete for cores, each under `/usr/bin/time -v`
-for its peak resident memory. Writes the raw per-run results as JSON and prints a markdown table
-with the median and min-max over seeds.
+for its peak resident memory. With --peers (requirements-bench.txt installed), each of our runs is
+followed at once by SB3's PPO or A2C, or sb3-contrib's TRPO, with our run's settings
+(benchmark/sb3_train.py): the two alternate, seed by seed, so a machine that slows down or speeds up
+during the session slows both. Writes the raw per-run results as JSON and prints a markdown table
+with the median and min-max over seeds, and the ratios of the medians.
 
     python benchmark/speed.py --script ppo.py --env-id CartPole-v1 --seeds 1 2 3
-    python benchmark/speed.py --script ppo_continuous.py --env-id HalfCheetah-v5 --extra="--total-timesteps 204800"
+    python benchmark/speed.py --script trpo.py --env-id CartPole-v1 --peers
+    python benchmark/speed.py --script ppo_continuous.py --env-id HalfCheetah-v5 --extra="--total-timesteps 51200" --peers
 """
 
+import glob
+import importlib.util
 import json
 import os
 import platform
@@ -25,6 +32,7 @@ import tyro
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ALGORITHM_KEYS = ("largest_kl_after_step", "rejected_steps")  # kept from a summary.json that has them (trpo.py)
+PEER_SCRIPTS = ("ppo.py", "ppo_continuous.py", "a2c.py", "trpo.py")  # those with an SB3 counterpart
 
 
 @dataclass
@@ -37,55 +45,101 @@ class Args:
     """one run per seed"""
     extra: str = ""
     """further flags passed to the script, as one string, e.g. --extra='--total-timesteps 50000'"""
+    peers: bool = False
+    """also run SB3's counterpart with the same settings, alternating with ours (needs requirements-bench.txt)"""
     out: str = "benchmark/results/speed"
     """folder for the raw results (one JSON file per script and env)"""
 
 
-def run_once(args: Args, seed: int, runs_dir: str) -> dict:
-    command = [sys.executable, os.path.join(ROOT, args.script), "--env-id", args.env_id, "--seed", str(seed),
-               "--runs-dir", runs_dir, "--no-save-model", *shlex.split(args.extra)]
-    result = subprocess.run(["/usr/bin/time", "-v", *command], capture_output=True, text=True)
+def timed(command: list[str]) -> float:
+    """Run a command under /usr/bin/time -v; its peak resident memory in MiB. A failure stops the benchmark."""
+    result = subprocess.run(["/usr/bin/time", "-v", *command], capture_output=True, text=True, cwd=ROOT)
     if result.returncode != 0:
         sys.exit(f"run failed ({' '.join(command)}):\n{result.stderr[-2000:]}")
-    peak_kib = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", result.stderr).group(1))
-    (run_dir,) = [d for d in os.listdir(runs_dir) if f"__{seed}__" in d]
-    summary = json.load(open(os.path.join(runs_dir, run_dir, "summary.json")))
-    return {"seed": seed, "steps_to_threshold": summary["steps_to_threshold"],
-            "seconds_to_threshold": summary["seconds_to_threshold"], "sps": summary["sps"],
-            "wall_seconds": summary["wall_seconds"], "global_step": summary["global_step"],
-            "final_return": summary["final_return"], "eval_return": summary["eval_return"],
-            "peak_rss_mib": peak_kib / 1024,
-            **{key: summary[key] for key in ALGORITHM_KEYS if key in summary}}
+    return int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", result.stderr).group(1)) / 1024
 
 
-def spread(values: list) -> str:
-    values = [v for v in values if v is not None]
+def run_ours(args: Args, seed: int, runs_dir: str) -> tuple[dict, str]:
+    """One run of our script; its numbers and the path of its summary.json."""
+    command = [sys.executable, os.path.join(ROOT, args.script), "--env-id", args.env_id, "--seed", str(seed),
+               "--runs-dir", runs_dir, "--no-save-model", *shlex.split(args.extra)]
+    peak_mib = timed(command)
+    (path,) = glob.glob(os.path.join(runs_dir, "*", "summary.json"))
+    with open(path) as f:
+        summary = json.load(f)
+    keep = ("steps_to_threshold", "seconds_to_threshold", "sps", "wall_seconds", "global_step", "final_return",
+            "eval_return", *ALGORITHM_KEYS)
+    return {"seed": seed, **{key: summary[key] for key in keep if key in summary}, "peak_rss_mib": peak_mib}, path
+
+
+def run_peer(seed: int, summary_path: str) -> dict:
+    """SB3's counterpart of the run whose summary.json is at summary_path."""
+    out = os.path.join(os.path.dirname(summary_path), "sb3.json")
+    peak_mib = timed([sys.executable, os.path.join(ROOT, "benchmark", "sb3_train.py"), "--summary", summary_path,
+                      "--out", out])
+    with open(out) as f:
+        return {"seed": seed, **json.load(f), "peak_rss_mib": peak_mib}
+
+
+def median(runs: list, key: str):
+    values = [r[key] for r in runs if r[key] is not None]
+    return statistics.median(values) if values else None
+
+
+def spread(runs: list, key: str) -> str:
+    values = [r[key] for r in runs if r[key] is not None]
     if not values:
         return "not reached"
-    return f"{statistics.median(values):,.1f} ({min(values):,.1f} – {max(values):,.1f})"
+    reached = f", {len(values)}/{len(runs)} reached" if len(values) < len(runs) else ""
+    return f"{statistics.median(values):,.1f} ({min(values):,.1f} – {max(values):,.1f}{reached})"
+
+
+def ratio(numerator, denominator) -> str:
+    return f"{numerator / denominator:.2f}x" if numerator and denominator else "–"
 
 
 def main(args: Args) -> None:
-    runs = []
+    if args.peers and args.script not in PEER_SCRIPTS:
+        sys.exit(f"speed.py: error: --peers: SB3 has no counterpart of {args.script}; one of {', '.join(PEER_SCRIPTS)}")
+    if args.peers and importlib.util.find_spec("stable_baselines3") is None:
+        sys.exit("speed.py: error: --peers needs SB3: pip install -r requirements-bench.txt")
+    runs, peer_runs = [], []
     with tempfile.TemporaryDirectory() as runs_dir:
         for seed in args.seeds:
-            runs.append(run_once(args, seed, os.path.join(runs_dir, str(seed))))
-            print(f"seed {seed}: {runs[-1]}", flush=True)
-    reached = sum(r["steps_to_threshold"] is not None for r in runs)
+            result, summary_path = run_ours(args, seed, os.path.join(runs_dir, str(seed)))
+            runs.append(result)
+            print(f"seed {seed}, ours: {result}", flush=True)
+            if args.peers:
+                peer_runs.append(run_peer(seed, summary_path))
+                print(f"seed {seed}, SB3:  {peer_runs[-1]}", flush=True)
     results = {"script": args.script, "env_id": args.env_id, "extra_flags": args.extra,
                "command": "python benchmark/speed.py " + " ".join(sys.argv[1:]),
                "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
                "date": time.strftime("%Y-%m-%d"), "runs": runs}
+    if args.peers:
+        import sb3_contrib
+        import stable_baselines3
+        results.update(peer=peer_runs[0]["peer"], peer_versions={"stable-baselines3": stable_baselines3.__version__,
+                                                                 "sb3-contrib": sb3_contrib.__version__},
+                       peer_runs=peer_runs)
     os.makedirs(os.path.join(ROOT, args.out), exist_ok=True)
     path = os.path.join(ROOT, args.out, f"{os.path.splitext(args.script)[0]}_{args.env_id}.json")
     with open(path, "w") as f:
         json.dump(results, f, indent=2)
-    print(f"\n{args.script} on {args.env_id}, {len(runs)} seeds ({reached} reached the threshold); "
-          f"median (min – max). Raw results: {os.path.relpath(path, ROOT)}\n")
-    print("| steps to threshold | seconds to threshold | steps/s | peak memory (MiB) |")
-    print("|---|---|---|---|")
-    print(f"| {spread([r['steps_to_threshold'] for r in runs])} | {spread([r['seconds_to_threshold'] for r in runs])}"
-          f" | {spread([r['sps'] for r in runs])} | {spread([r['peak_rss_mib'] for r in runs])} |")
+
+    print(f"\n{args.script} on {args.env_id}, {len(runs)} seeds; median (min – max). "
+          f"Raw results: {os.path.relpath(path, ROOT)}\n")
+    print("| run | steps to threshold | seconds to threshold | steps/s | peak memory (MiB) |")
+    print("|---|---|---|---|---|")
+    rows = [(args.script, runs)] + ([(results["peer"], peer_runs)] if args.peers else [])
+    for name, rows_runs in rows:
+        print(f"| {name} | {spread(rows_runs, 'steps_to_threshold')} | {spread(rows_runs, 'seconds_to_threshold')} | "
+              f"{spread(rows_runs, 'sps')} | {spread(rows_runs, 'peak_rss_mib')} |")
+    if args.peers:  # each ratio says how many times better ours is
+        print(f"| ours better by (ratio of medians) | {ratio(median(peer_runs, 'steps_to_threshold'), median(runs, 'steps_to_threshold'))} | "
+              f"{ratio(median(peer_runs, 'seconds_to_threshold'), median(runs, 'seconds_to_threshold'))} | "
+              f"{ratio(median(runs, 'sps'), median(peer_runs, 'sps'))} | "
+              f"{ratio(median(peer_runs, 'peak_rss_mib'), median(runs, 'peak_rss_mib'))} |")
 
 
 if __name__ == "__main__":
