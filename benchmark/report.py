@@ -47,6 +47,8 @@ class Args:
     """the report goes to <out>/<suite>/"""
     peers: str = os.path.join(ROOT, "benchmark", "peers.toml")
     """the peers' published numbers"""
+    speed: str = ""
+    """in place of a suite: a folder of benchmark/speed.py results, summarised into speed.md there"""
 
 
 # ------------------------------------------------------------------------------------------ reading
@@ -165,6 +167,18 @@ def env_table(env_id: str, runs: list[dict], peers: list[dict]) -> list[str]:
     return lines + [""]
 
 
+def overview(runs: list[dict], env_ids: list[str]) -> list[str]:
+    """One table of the evaluation returns: a row per script, a column per env."""
+    scripts = sorted({r["script"] for r in runs}, key=script_rank)
+    lines = ["## Evaluation return, mean ± std over seeds", "",
+             "| script | " + " | ".join(env_ids) + " |", "|---" * (len(env_ids) + 1) + "|"]
+    for script in scripts:
+        cells = [mean_std([r["eval_return"] for r in runs if r["script"] == script and r["env_id"] == env_id])
+                 for env_id in env_ids]
+        lines.append(f"| {script}.py | " + " | ".join(cells) + " |")
+    return lines + ["", "## Each env", ""]
+
+
 def write_markdown(runs: list[dict], peers: list[dict], suite: str, path: str) -> None:
     lines = [f"# Suite {suite}", "",
              "Made by `python benchmark/report.py --suite " + suite + "` from the runs of "
@@ -172,7 +186,9 @@ def write_markdown(runs: list[dict], peers: list[dict], suite: str, path: str) -
              "training return is the mean of the last 20 episodes (with exploration), the evaluation return the "
              "mean over the run's evaluation episodes (greedy or mean action). Steps and seconds to threshold: "
              "first step at which the last-20 mean reached the env's threshold, over the seeds that did.", ""]
-    for env_id in sorted({r["env_id"] for r in runs}, key=lambda e: [r["env_id"] for r in runs].index(e)):
+    env_ids = sorted({r["env_id"] for r in runs})
+    lines += overview(runs, env_ids)
+    for env_id in env_ids:
         lines += env_table(env_id, [r for r in runs if r["env_id"] == env_id], peers)
     with open(path, "w") as f:
         f.write("\n".join(lines))
@@ -215,7 +231,56 @@ def plot_curves(runs: list[dict], suite: str, path: str) -> None:
     plt.close(figure)
 
 
+def median_of(runs: list[dict], key: str):
+    values = [r[key] for r in runs if r.get(key) is not None]
+    return float(np.median(values)) if values else None
+
+
+def speed_cell(runs: list[dict], key: str, decimals: int = 0) -> str:
+    value = median_of(runs, key)
+    hits = sum(r.get(key) is not None for r in runs)
+    if value is None:
+        return "not reached"
+    return f"{value:,.{decimals}f}" + (f" ({hits}/{len(runs)})" if hits < len(runs) else "")
+
+
+def ratio(better, worse) -> str:
+    if not (better and worse):
+        return "–"
+    return f"**{worse / better:.1f}x**" if worse >= better else f"{worse / better:.1f}x"
+
+
+def write_speed_table(folder: str) -> str:
+    """speed.md: per script and env, our medians against SB3's, and how many times better ours is."""
+    lines = ["| script | env | run | steps to threshold | seconds to threshold | steps/s | peak memory (MiB) |",
+             "|---|---|---|---|---|---|---|"]
+    for path in sorted(glob.glob(os.path.join(glob.escape(folder), "*.json")),
+                       key=lambda p: (os.path.basename(p).split("_")[-1], script_rank(os.path.basename(p).rsplit("_", 1)[0]))):
+        with open(path) as f:
+            result = json.load(f)
+        groups = [("ours", result["runs"])] + ([(result["peer"], result["peer_runs"])] if "peer_runs" in result else [])
+        for name, runs in groups:
+            lines.append(f"| {result['script']} | {result['env_id']} | {name}, {len(runs)} seeds | "
+                         f"{speed_cell(runs, 'steps_to_threshold')} | {speed_cell(runs, 'seconds_to_threshold', 1)} | "
+                         f"{speed_cell(runs, 'sps')} | {speed_cell(runs, 'peak_rss_mib')} |")
+        if "peer_runs" in result:
+            ours, peer = result["runs"], result["peer_runs"]
+            lines.append(f"| | | ours better by | {ratio(median_of(ours, 'steps_to_threshold'), median_of(peer, 'steps_to_threshold'))} | "
+                         f"{ratio(median_of(ours, 'seconds_to_threshold'), median_of(peer, 'seconds_to_threshold'))} | "
+                         f"{ratio(median_of(peer, 'sps'), median_of(ours, 'sps'))} | "
+                         f"{ratio(median_of(ours, 'peak_rss_mib'), median_of(peer, 'peak_rss_mib'))} |")
+    out = os.path.join(folder, "speed.md")
+    with open(out, "w") as f:
+        f.write("Medians over seeds, one run at a time; a ratio is SB3's median over ours (steps/s: ours over SB3's), "
+                "so above 1 means ours is better. Made by `python benchmark/report.py --speed "
+                f"{os.path.relpath(folder, ROOT)}`.\n\n" + "\n".join(lines) + "\n")
+    return out
+
+
 def main(args: Args) -> int:
+    if args.speed:
+        print(f"wrote {write_speed_table(args.speed)}")
+        return 0
     runs = load_runs(args.runs_dir, args.suite)
     if not runs:
         print(f"report.py: error: no finished runs under {os.path.join(args.runs_dir, args.suite)}; "

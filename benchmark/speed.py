@@ -51,6 +51,11 @@ class Args:
     """folder for the raw results (one JSON file per script and env)"""
 
 
+def usage_error(message: str) -> None:
+    print(f"speed.py: error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
 def timed(command: list[str]) -> float:
     """Run a command under /usr/bin/time -v; its peak resident memory in MiB. A failure stops the benchmark."""
     result = subprocess.run(["/usr/bin/time", "-v", *command], capture_output=True, text=True, cwd=ROOT)
@@ -100,9 +105,9 @@ def ratio(numerator, denominator) -> str:
 
 def main(args: Args) -> None:
     if args.peers and args.script not in PEER_SCRIPTS:
-        sys.exit(f"speed.py: error: --peers: SB3 has no counterpart of {args.script}; one of {', '.join(PEER_SCRIPTS)}")
+        usage_error(f"--peers: SB3 has no counterpart of {args.script}; use one of {', '.join(PEER_SCRIPTS)}")
     if args.peers and importlib.util.find_spec("stable_baselines3") is None:
-        sys.exit("speed.py: error: --peers needs SB3: pip install -r requirements-bench.txt")
+        usage_error("--peers needs SB3: pip install -r requirements-bench.txt")
     runs, peer_runs = [], []
     with tempfile.TemporaryDirectory() as runs_dir:
         for seed in args.seeds:

@@ -205,3 +205,20 @@ def test_runner_bad_selection_is_one_line_and_exit_2(flags, message, tmp_path):
 def test_report_without_runs_says_what_to_do(tmp_path):
     result = bench("report.py", "--suite", "smoke", "--runs-dir", str(tmp_path), "--out", str(tmp_path / "out"))
     assert result.returncode == 2 and "run python benchmark/run.py --suite smoke first" in result.stderr
+
+
+def test_speed_records_each_seed_run_alone(tmp_path):
+    result = bench("speed.py", "--script", "ppo.py", "--seeds", "1", "2", "--out", str(tmp_path),
+                   "--extra=--total-timesteps 512 --eval-episodes 1")
+    assert result.returncode == 0, result.stderr
+    with open(tmp_path / "ppo_CartPole-v1.json") as f:
+        results = json.load(f)
+    assert [r["seed"] for r in results["runs"]] == [1, 2] and "peer_runs" not in results
+    for r in results["runs"]:
+        assert r["global_step"] == 512 and r["sps"] > 0 and r["peak_rss_mib"] > 50  # torch alone is more
+    assert "| ppo.py | not reached | not reached |" in result.stdout
+
+
+def test_speed_peers_only_for_scripts_sb3_has():
+    result = bench("speed.py", "--script", "reinforce.py", "--peers")
+    assert result.returncode == 2 and "SB3 has no counterpart of reinforce.py" in result.stderr
