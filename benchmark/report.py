@@ -3,15 +3,17 @@
 Reads every finished run that benchmark/run.py left under `<runs-dir>/<suite>/` (its summary.json and
 its tensorboard curve `charts/episodic_return`) and writes, under `<out>/<suite>/`:
 - `runs.csv`: one row per run, the summary's numbers as they are;
-- `results.md`: a table per env, one row per script: mean ± std over seeds (numpy's std, ddof 0) of the
-  final training return (last 20 episodes) and of the evaluation return, the interquartile mean of
-  the evaluation return with a 95% bootstrap confidence interval over seeds, steps and seconds to the
-  env's solve threshold (over the seeds that reached it), steps/s; then the peers' numbers for that env
-  from benchmark/peers.toml, each with its source;
+- `results.md`: an overview of the evaluation returns, then a table per env, one row per script:
+  mean ± std over seeds (numpy's std, ddof 0) of the final training return (last 20 episodes) and of
+  the evaluation return, steps and seconds to the env's solve threshold (over the seeds that reached
+  it), steps/s, and with 5 seeds or more the interquartile mean of the evaluation return with a 95%
+  bootstrap confidence interval over seeds (with fewer, the IQM is the mean and a bootstrap interval
+  says little); then the peers' numbers for that env from benchmark/peers.toml, each with its source;
 - `curves.png`: one panel per env, one line per script: the mean over seeds of the running mean of
   the last 20 episode returns, against env steps, with a band of ± one std over seeds.
 
     python benchmark/report.py --suite classic
+    python benchmark/report.py --speed benchmark/results/speed_suite   # speed.md from speed.py's results
 """
 
 import csv
@@ -35,6 +37,7 @@ SCRIPT_ORDER = ("reinforce", "reinforce_baseline", "a2c", "trpo", "ppo", "ppo_co
 CURVE_POINTS = 100  # points on each learning curve
 RUNNING_MEAN = 20  # episodes, as in the summaries' final_return
 BOOTSTRAP_SAMPLES = 2000
+IQM_MIN_SEEDS = 5
 
 
 @dataclass
@@ -147,17 +150,19 @@ def env_table(env_id: str, runs: list[dict], peers: list[dict]) -> list[str]:
     threshold = runs[0]["reward_threshold"]
     lines = [f"### {env_id}", "",
              f"{budget:,} env steps; solve threshold {'none in the spec' if threshold is None else number(threshold)}.",
-             "", "| script | seeds | final training return | evaluation return | IQM evaluation [95% CI] | "
-             "steps to threshold | seconds to threshold | steps/s |", "|---|---|---|---|---|---|---|---|"]
+             "", "| script | seeds | final training return | evaluation return | steps to threshold | "
+             "seconds to threshold | steps/s | IQM evaluation [95% CI] |", "|---|---|---|---|---|---|---|---|"]
     for script in sorted({r["script"] for r in runs}, key=script_rank):
         rows = [r for r in runs if r["script"] == script]
         evals = np.array([r["eval_return"] for r in rows], dtype=np.float64)
-        low, high = bootstrap_interval(evals, interquartile_mean)
+        iqm = f"needs {IQM_MIN_SEEDS} seeds"
+        if len(evals) >= IQM_MIN_SEEDS:
+            low, high = bootstrap_interval(evals, interquartile_mean)
+            iqm = f"{number(interquartile_mean(evals))} [{number(low)}, {number(high)}]"
         lines.append(f"| {script}.py | {len(rows)} | {mean_std([r['final_return'] for r in rows])} | "
-                     f"{mean_std(list(evals))} | {number(interquartile_mean(evals))} [{number(low)}, {number(high)}] | "
-                     f"{reached([r['steps_to_threshold'] for r in rows])} | "
+                     f"{mean_std(list(evals))} | {reached([r['steps_to_threshold'] for r in rows])} | "
                      f"{reached([r['seconds_to_threshold'] for r in rows], ' s')} | "
-                     f"{mean_std([r['sps'] for r in rows])} |")
+                     f"{mean_std([r['sps'] for r in rows])} | {iqm} |")
     mine = [p for p in peers if env_family(p["env"]) == env_family(env_id)]
     if mine:
         lines += ["", "Published by peers:", "", "| peer | env | return | what | steps | seeds | source |",
@@ -199,7 +204,7 @@ def plot_curves(runs: list[dict], suite: str, path: str) -> None:
     matplotlib.use("Agg")  # files only, no screen
     import matplotlib.pyplot as plt
 
-    env_ids = list(dict.fromkeys(r["env_id"] for r in runs))
+    env_ids = sorted({r["env_id"] for r in runs})  # as in the tables
     columns = min(3, len(env_ids))
     rows = math.ceil(len(env_ids) / columns)
     figure, axes = plt.subplots(rows, columns, figsize=(5 * columns, 3.6 * rows), squeeze=False)
@@ -244,20 +249,24 @@ def speed_cell(runs: list[dict], key: str, decimals: int = 0) -> str:
     return f"{value:,.{decimals}f}" + (f" ({hits}/{len(runs)})" if hits < len(runs) else "")
 
 
-def ratio(better, worse) -> str:
-    if not (better and worse):
-        return "–"
-    return f"**{worse / better:.1f}x**" if worse >= better else f"{worse / better:.1f}x"
+def ratio(ours, peer) -> str:
+    """How many times better ours is, for a number where less is better (steps, seconds, memory)."""
+    if ours is None or peer is None:
+        return {(True, False): "SB3 alone reached it", (False, True): "ours alone reached it"}.get(
+            (ours is None, peer is None), "–")
+    return f"**{peer / ours:.2f}x**" if peer >= ours else f"{peer / ours:.2f}x"
 
 
 def write_speed_table(folder: str) -> str:
     """speed.md: per script and env, our medians against SB3's, and how many times better ours is."""
     lines = ["| script | env | run | steps to threshold | seconds to threshold | steps/s | peak memory (MiB) |",
              "|---|---|---|---|---|---|---|"]
-    for path in sorted(glob.glob(os.path.join(glob.escape(folder), "*.json")),
-                       key=lambda p: (os.path.basename(p).split("_")[-1], script_rank(os.path.basename(p).rsplit("_", 1)[0]))):
+    results = []
+    for path in glob.glob(os.path.join(glob.escape(folder), "*.json")):
         with open(path) as f:
-            result = json.load(f)
+            results.append(json.load(f))
+    results.sort(key=lambda r: (r["env_id"], script_rank(os.path.splitext(r["script"])[0])))
+    for result in results:
         groups = [("ours", result["runs"])] + ([(result["peer"], result["peer_runs"])] if "peer_runs" in result else [])
         for name, runs in groups:
             lines.append(f"| {result['script']} | {result['env_id']} | {name}, {len(runs)} seeds | "
@@ -267,13 +276,13 @@ def write_speed_table(folder: str) -> str:
             ours, peer = result["runs"], result["peer_runs"]
             lines.append(f"| | | ours better by | {ratio(median_of(ours, 'steps_to_threshold'), median_of(peer, 'steps_to_threshold'))} | "
                          f"{ratio(median_of(ours, 'seconds_to_threshold'), median_of(peer, 'seconds_to_threshold'))} | "
-                         f"{ratio(median_of(peer, 'sps'), median_of(ours, 'sps'))} | "
+                         f"{ratio(1 / median_of(ours, 'sps'), 1 / median_of(peer, 'sps'))} | "  # time per step
                          f"{ratio(median_of(ours, 'peak_rss_mib'), median_of(peer, 'peak_rss_mib'))} |")
     out = os.path.join(folder, "speed.md")
     with open(out, "w") as f:
         f.write("Medians over seeds, one run at a time; a ratio is SB3's median over ours (steps/s: ours over SB3's), "
-                "so above 1 means ours is better. Made by `python benchmark/report.py --speed "
-                f"{os.path.relpath(folder, ROOT)}`.\n\n" + "\n".join(lines) + "\n")
+                "so above 1 means ours is better; steps and seconds to threshold are over the seeds that reached it. Made by `python benchmark/report.py --speed "
+                f"{os.path.relpath(os.path.abspath(folder), ROOT)}`.\n\n" + "\n".join(lines) + "\n")
     return out
 
 

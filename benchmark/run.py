@@ -3,8 +3,9 @@
 Each job is the script run as a user would run it, in a subprocess, with the flags its table in the
 config gives, its output in `<runs-dir>/<suite>/<script>/<env id>/seed_<seed>/`: the run's own folder
 (tensorboard events, checkpoint, summary.json) and `log.txt` (what it printed). A job whose
-summary.json says it finished is skipped, so running the same command again after a stop picks up
-where it left off: an interrupted job resumes from its checkpoint, a failed or half-written one starts
+summary.json says it finished, with the settings the config gives now, is skipped, so running the
+same command again after a stop (Ctrl-C or SIGTERM) picks up where it left off: an interrupted job
+resumes from its checkpoint; a failed or half-written one, or one whose settings changed, starts
 again. A failed job is reported with the end of its log and the others go on. Then
 `python benchmark/report.py --suite <suite>` makes the tables and plots.
 
@@ -134,15 +135,26 @@ def read_summary(job: Job) -> Optional[dict]:
         return None
 
 
+def same_settings(job: Job, summary: dict) -> bool:
+    """Whether a run was made with the job's env, seed and flags (the config may have changed since)."""
+    saved = summary.get("args", {})
+    wanted = {"env_id": job.env_id, "seed": job.seed, **job.flags}
+    return all(key in saved and saved[key] == value for key, value in wanted.items())
+
+
 def is_finished(job: Job) -> bool:
     summary = read_summary(job)
-    return summary is not None and not summary.get("interrupted") and not summary.get("failed")
+    return (summary is not None and not summary.get("interrupted") and not summary.get("failed")
+            and same_settings(job, summary))
 
 
 def start(job: Job) -> subprocess.Popen:
-    """Start the job's script; an interrupted run with a checkpoint resumes, anything else starts afresh."""
+    """Start the job's script; an interrupted run with a checkpoint resumes, anything else starts afresh.
+    The job gets a session of its own, so a Ctrl-C in the terminal reaches the runner alone, which
+    passes one SIGINT on to each job (a second one would make a script quit without saving)."""
     summary = read_summary(job)
-    checkpoint = summary.get("checkpoint") if summary and summary.get("interrupted") else None
+    resumable = summary is not None and summary.get("interrupted") and same_settings(job, summary)
+    checkpoint = summary.get("checkpoint") if resumable else None
     if checkpoint and os.path.exists(checkpoint):
         command = [sys.executable, os.path.join(ROOT, f"{job.script}.py"), "--resume", checkpoint]
         mode = "a"
@@ -155,13 +167,17 @@ def start(job: Job) -> subprocess.Popen:
     log = open(os.path.join(job.folder, "log.txt"), mode)
     log.write("$ " + " ".join(command) + "\n")
     log.flush()
-    return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
+    return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True,
                             env=dict(os.environ, PYTHONUNBUFFERED="1"))
 
 
 def log_tail(job: Job, lines: int = 8) -> str:
     with open(os.path.join(job.folder, "log.txt"), errors="replace") as f:
         return "".join("    " + line for line in f.readlines()[-lines:])
+
+
+def show(value: Optional[float]) -> str:
+    return "none" if value is None else f"{value:.1f}"
 
 
 def duration(seconds: float) -> str:
@@ -192,12 +208,11 @@ def main(args: Args) -> int:
                 if process.poll() is None:
                     continue
                 del running[process]
-                summary = read_summary(job)
-                if process.returncode == 0 and summary is not None:
+                if process.returncode == 0 and is_finished(job):
                     done.append(job)
-                    evaluation = summary.get("eval_return")
-                    print(f"done    {job.name}: eval return {evaluation:.1f}, training {summary['final_return']:.1f}, "
-                          f"{duration(time.time() - started)}", flush=True)
+                    summary = read_summary(job)
+                    print(f"done    {job.name}: eval return {show(summary['eval_return'])}, "
+                          f"training {show(summary['final_return'])}, {duration(time.time() - started)}", flush=True)
                 else:
                     failed.append(job)
                     print(f"FAILED  {job.name} (exit status {process.returncode}); its log, "
@@ -205,20 +220,34 @@ def main(args: Args) -> int:
             if time.time() - last_report >= 30 or not (pending or running):
                 last_report = time.time()
                 print(progress(done, failed, running, pending, began), flush=True)
-    except KeyboardInterrupt:
-        # Ctrl-C reached the jobs too (one process group): each saves its checkpoint and stops.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        for process in running:
-            process.wait()
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: each running job saves its checkpoint and stops
+        stop(running)
         print(f"\ninterrupted: {len(done)} jobs finished this time; run the same command again to go on "
               "(finished jobs are skipped, interrupted ones resume)", file=sys.stderr)
         return 130
+    except BaseException:
+        stop(running)  # no job is left running unattended
+        raise
     if failed:
         print(f"{len(failed)} of {len(done) + len(failed)} jobs failed: {', '.join(job.name for job in failed)}")
         return 1
     print(f"all {len(jobs)} jobs of suite {args.suite} finished; "
           f"next: python benchmark/report.py --suite {args.suite}")
     return 0
+
+
+def stop(running: dict) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    for process in running:
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
+    for process in running:
+        process.wait()
+
+
+def raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
 
 
 def progress(done: list, failed: list, running: dict, pending: list, began: float) -> str:
@@ -237,6 +266,8 @@ def progress(done: list, failed: list, running: dict, pending: list, began: floa
 
 if __name__ == "__main__":
     cli_args = tyro.cli(Args, description=__doc__.split("\n\n")[0])
+    cli_args.runs_dir, cli_args.config = os.path.abspath(cli_args.runs_dir), os.path.abspath(cli_args.config)
+    signal.signal(signal.SIGTERM, raise_interrupt)  # as Ctrl-C: the jobs save checkpoints
     try:
         sys.exit(main(cli_args))
     except UsageError as error:

@@ -9,12 +9,18 @@ benchmark/speed.py compares, timed the way our scripts time themselves (training
 
     python benchmark/sb3_train.py --summary runs/.../summary.json --out sb3.json
 
+Differences that remain: sb3-contrib's TRPO bounds KL(π_new‖π_old) where ours bounds KL(π_old‖π_new);
+ppo.py uses torch's fused Adam; SB3's timed window also holds its set-up (the first env reset). Settings
+SB3 cannot reproduce (--clip-vloss, a2c's --value-loss huber, trpo's --no-line-search) are refused.
+
 Needs requirements-bench.txt installed. benchmark/speed.py --peers runs it; it is not meant to be
 run alone.
 """
 
 import collections
 import json
+import math
+import sys
 import time
 from dataclasses import dataclass
 from typing import Optional
@@ -35,26 +41,49 @@ class Args:
     """where to write the SB3 run's numbers (JSON)"""
 
 
+class UsageError(Exception):
+    """A setting of ours that SB3 has no equivalent for: reported in one line, exit status 2."""
+
+
 def learning_rate(args: dict):
-    """A constant, or a linear decay to 0 over training as our --anneal-lr does."""
+    """A constant, or our --anneal-lr schedule: update i of n gets lr0 (1 - i/n). SB3 asks for the rate
+    after each rollout with the fraction of steps still to go, p = 1 - (i+1) b / total, from which i."""
     if not args.get("anneal_lr"):
         return args["learning_rate"]
-    return lambda progress_remaining: progress_remaining * args["learning_rate"]  # SB3 passes 1 -> 0
+    batch = args["num_envs"] * args["num_steps"]
+    updates = math.ceil(args["total_timesteps"] / batch)
+
+    def schedule(progress_remaining: float) -> float:
+        i = round((1 - progress_remaining) * args["total_timesteps"] / batch) - 1
+        return args["learning_rate"] * (1 - min(max(i, 0), updates - 1) / updates)
+    return schedule
+
+
+def check_matchable(script: str, args: dict) -> None:
+    if args.get("clip_vloss"):
+        raise UsageError("--clip-vloss: SB3's clip_range_vf is not the same value clipping (it has no max of both)")
+    if args.get("value_loss") == "huber":
+        raise UsageError("--value-loss huber: SB3's A2C has only the squared error")
+    if script == "trpo" and not args.get("line_search"):
+        raise UsageError("--no-line-search: sb3-contrib's TRPO always checks its step")
 
 
 def make_model(script: str, args: dict, env):
+    """SB3's model with our run's settings. Our value loss is ½ (V - R)² and SB3's (V - R)², so SB3's
+    vf_coef is half ours; SB3 stops an epoch at 1.5 target_kl, so it gets ours / 1.5."""
     from stable_baselines3 import A2C, PPO
+    check_matchable(script, args)
     batch = args["num_envs"] * args["num_steps"]
     common = dict(policy="MlpPolicy", env=env, n_steps=args["num_steps"], gamma=args["gamma"],
                   gae_lambda=args["gae_lambda"], seed=args["seed"], device="cpu", verbose=0)
     if script in ("ppo", "ppo_continuous"):
+        target_kl = args["target_kl"] / 1.5 if args["target_kl"] is not None else None
         return PPO(**common, learning_rate=learning_rate(args), batch_size=batch // args["num_minibatches"],
-                   n_epochs=args["update_epochs"], clip_range=args["clip_coef"],
-                   clip_range_vf=args["clip_coef"] if args["clip_vloss"] else None,
-                   normalize_advantage=args["norm_adv"], ent_coef=args["ent_coef"], vf_coef=args["vf_coef"],
-                   max_grad_norm=args["max_grad_norm"], target_kl=args["target_kl"])
+                   n_epochs=args["update_epochs"], clip_range=args["clip_coef"], normalize_advantage=args["norm_adv"],
+                   ent_coef=args["ent_coef"], vf_coef=args["vf_coef"] / 2, max_grad_norm=args["max_grad_norm"],
+                   target_kl=target_kl)
     if script == "a2c":
-        return A2C(**common, learning_rate=learning_rate(args), ent_coef=args["ent_coef"], vf_coef=args["vf_coef"],
+        return A2C(**common, learning_rate=learning_rate(args), ent_coef=args["ent_coef"], vf_coef=args["vf_coef"] / 2,
                    max_grad_norm=args["max_grad_norm"], use_rms_prop=args["optimizer"] == "rmsprop",
                    rms_prop_eps=1e-5, normalize_advantage=args["norm_adv"])
     if script == "trpo":
@@ -62,9 +91,9 @@ def make_model(script: str, args: dict, env):
         return TRPO(**common, learning_rate=args["learning_rate"], batch_size=batch // args["num_minibatches"],
                     n_critic_updates=args["critic_epochs"], cg_max_steps=args["cg_iters"],
                     cg_damping=args["cg_damping"], line_search_shrinking_factor=args["backtrack_coef"],
-                    line_search_max_iter=args["backtrack_iters"] if args["line_search"] else 1,
-                    normalize_advantage=args["norm_adv"], target_kl=args["max_kl"])
-    raise ValueError(f"no SB3 counterpart for {script}")
+                    line_search_max_iter=args["backtrack_iters"], normalize_advantage=args["norm_adv"],
+                    target_kl=args["max_kl"])
+    raise UsageError(f"no SB3 counterpart for {script}.py")
 
 
 def main(args: Args) -> None:
@@ -93,11 +122,10 @@ def main(args: Args) -> None:
             self.seconds: Optional[float] = None
 
         def _on_step(self) -> bool:
-            for info in self.locals["infos"]:
-                if "episode" in info:
-                    self.returns.append(float(info["episode"]["r"]))
-            if (self.steps is None and threshold is not None and len(self.returns) == self.returns.maxlen
-                    and np.mean(self.returns) >= threshold):
+            ended = [float(info["episode"]["r"]) for info in self.locals["infos"] if "episode" in info]
+            self.returns.extend(ended)
+            if (ended and self.steps is None and threshold is not None and len(self.returns) == self.returns.maxlen
+                    and np.mean(self.returns) >= threshold):  # checked as ours is: when an episode ends
                 self.steps, self.seconds = self.num_timesteps, time.perf_counter() - start
             return True
 
@@ -114,4 +142,8 @@ def main(args: Args) -> None:
 
 
 if __name__ == "__main__":
-    main(tyro.cli(Args))
+    try:
+        main(tyro.cli(Args))
+    except UsageError as error:
+        print(f"sb3_train.py: error: {error}", file=sys.stderr)
+        sys.exit(2)

@@ -67,7 +67,7 @@ def timed(command: list[str]) -> float:
 def run_ours(args: Args, seed: int, runs_dir: str) -> tuple[dict, str]:
     """One run of our script; its numbers and the path of its summary.json."""
     command = [sys.executable, os.path.join(ROOT, args.script), "--env-id", args.env_id, "--seed", str(seed),
-               "--runs-dir", runs_dir, "--no-save-model", *shlex.split(args.extra)]
+               "--runs-dir", runs_dir, "--no-save-model", "--no-cuda", *shlex.split(args.extra)]  # SB3 runs on the CPU too
     peak_mib = timed(command)
     (path,) = glob.glob(os.path.join(runs_dir, "*", "summary.json"))
     with open(path) as f:
@@ -100,7 +100,7 @@ def spread(runs: list, key: str) -> str:
 
 
 def ratio(numerator, denominator) -> str:
-    return f"{numerator / denominator:.2f}x" if numerator and denominator else "–"
+    return f"{numerator / denominator:.2f}x" if numerator and denominator else "–"  # – where either has no value
 
 
 def main(args: Args) -> None:
@@ -128,7 +128,8 @@ def main(args: Args) -> None:
                                                                  "sb3-contrib": sb3_contrib.__version__},
                        peer_runs=peer_runs)
     os.makedirs(os.path.join(ROOT, args.out), exist_ok=True)
-    path = os.path.join(ROOT, args.out, f"{os.path.splitext(args.script)[0]}_{args.env_id}.json")
+    safe_id = args.env_id.replace("/", "_").replace(":", "_")
+    path = os.path.join(ROOT, args.out, f"{os.path.splitext(args.script)[0]}_{safe_id}.json")
     with open(path, "w") as f:
         json.dump(results, f, indent=2)
 

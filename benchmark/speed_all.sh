@@ -4,7 +4,7 @@
 # an otherwise idle machine, with requirements-bench.txt installed. About 25 minutes on 2 cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-speed() { python benchmark/speed.py --seeds 1 2 3 "$@"; }
+speed() { python benchmark/speed.py --seeds 1 2 3 --out benchmark/results/speed_suite "$@"; }
 
 # CartPole-v1: each script's defaults (tuned on CartPole), to the solve threshold and on to 100k or 200k steps.
 speed --script reinforce.py --env-id CartPole-v1 --extra="--total-timesteps 100000"
@@ -22,3 +22,4 @@ speed --script a2c.py --env-id HalfCheetah-v5 --peers --extra="--total-timesteps
 speed --script trpo.py --env-id HalfCheetah-v5 --peers --extra="--total-timesteps 51200 --num-envs 2 --num-steps 1024 \
   --num-minibatches 16 --critic-epochs 20 --cg-iters 25 --gae-lambda 0.95 --norm-obs --norm-reward --max-kl 0.04"
 speed --script ppo_continuous.py --env-id HalfCheetah-v5 --peers --extra="--total-timesteps 51200"
+python benchmark/report.py --speed benchmark/results/speed_suite   # the table in README.md

@@ -3,6 +3,7 @@
 import csv
 import glob
 import json
+import math
 import os
 import signal
 import subprocess
@@ -12,6 +13,7 @@ import tomllib
 
 import numpy as np
 import pytest
+import torch
 
 from conftest import ROOT
 
@@ -110,7 +112,7 @@ def test_ctrl_c_stops_the_runner_and_a_rerun_resumes_the_job(tmp_path):
     deadline = time.time() + 60
     while not (log.exists() and "step " in log.read_text()) and time.time() < deadline:
         time.sleep(0.1)  # until the job is training
-    os.killpg(runner.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole process group
+    os.kill(runner.pid, signal.SIGINT)  # Ctrl-C: the jobs have sessions of their own, so the runner passes it on
     _, stderr = runner.communicate(timeout=60)
     assert runner.returncode == 130 and "run the same command again to go on" in stderr
     ((path, summary),) = job_summaries(str(tmp_path / "runs")).values()
@@ -122,6 +124,95 @@ def test_ctrl_c_stops_the_runner_and_a_rerun_resumes_the_job(tmp_path):
     assert new_path == path and not new_summary["interrupted"] and new_summary["global_step"] >= 30_000
     commands = [line for line in log.read_text().splitlines() if line.startswith("$ ")]
     assert len(commands) == 2 and commands[1].endswith(f"--resume {summary['checkpoint']}")
+
+
+def test_relative_runs_dir_changed_settings_and_a_run_without_episodes(tmp_path):
+    """From another folder, a relative --runs-dir is taken from there; a job that ends before any
+    episode does (no training return) counts as done; and a job whose settings changed in the
+    config runs again rather than being skipped."""
+    config = tmp_path / "zoo.toml"
+    job = {"total_timesteps": 40, "eval_episodes": 1}  # 8 envs x 5 steps: no 200-step episode ends
+    write_config(config, {"smoke": {"seeds": [1], "a2c": {"Pendulum-v1": job}}})
+    command = [sys.executable, os.path.join(ROOT, "benchmark", "run.py"), "--suite", "smoke", "--config", "zoo.toml",
+               "--runs-dir", "runs"]
+    first = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "done    a2c Pendulum-v1 seed 1: eval return" in first.stdout and "training none" in first.stdout
+    ((path, summary),) = job_summaries(str(tmp_path / "runs")).values()
+    assert summary["final_return"] is None
+    write_config(config, {"smoke": {"seeds": [1], "a2c": {"Pendulum-v1": {**job, "total_timesteps": 80}}}})
+    second = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert second.returncode == 0 and "0 already finished, 1 to run" in second.stdout
+    ((_, summary),) = job_summaries(str(tmp_path / "runs")).values()
+    assert summary["global_step"] == 80
+
+
+def fake_run(script: str, seed: int, eval_return: float, steps_to_threshold=None) -> dict:
+    return {"script": script, "env_id": "CartPole-v1", "seed": seed, "global_step": 1000, "final_return": eval_return - 1,
+            "eval_return": eval_return, "reward_threshold": 475.0, "steps_to_threshold": steps_to_threshold,
+            "seconds_to_threshold": None if steps_to_threshold is None else steps_to_threshold / 100, "sps": 100.0 * seed}
+
+
+def test_env_table_statistics_over_seeds():
+    runs = ([fake_run("ppo", seed, value, steps) for seed, value, steps in [(1, 100.0, 300), (2, 200.0, None), (3, 600.0, 500)]]
+            + [fake_run("a2c", seed, float(value)) for seed, value in enumerate([10, 20, 30, 40, 1000], start=1)])
+    table = "\n".join(report.env_table("CartPole-v1", runs, peers=[]))
+    # ppo: mean 300, population std sqrt(((-200)² + (-100)² + 300²) / 3) = 216.0; threshold on 2 of 3 seeds
+    assert "| ppo.py | 3 | 299.0 ± 216.0 | 300.0 ± 216.0 | 400.0 ± 100.0 (2/3) | 4.0 ± 1.0 s (2/3) | 200.0 ± 81.6 | needs 5 seeds |" in table
+    # a2c, 5 seeds: the IQM drops one seed at each end (mean of 20, 30, 40) and comes with an interval
+    row = next(line for line in table.splitlines() if line.startswith("| a2c.py"))
+    iqm, interval = row.split("|")[-2].strip().split(" ", 1)
+    low, high = (float(x) for x in interval.strip("[]").split(", "))
+    assert iqm == "30.0" and 10 <= low < 30 < high <= 1000
+    assert table.index("| a2c.py") < table.index("| ppo.py")  # the ladder's order
+
+
+def test_speed_table_ratios_say_how_many_times_better_ours_is(tmp_path):
+    def runs(sps, steps):
+        return [{"seed": s, "steps_to_threshold": steps, "seconds_to_threshold": None if steps is None else steps / sps,
+                 "sps": sps, "peak_rss_mib": 300.0} for s in (1, 2, 3)]
+    for name, ours, peer in (("a2c_CartPole-v1", runs(4000.0, 20_000), runs(2000.0, 60_000)),
+                             ("trpo_CartPole-v1", runs(1000.0, None), runs(2000.0, 50_000))):
+        with open(tmp_path / f"{name}.json", "w") as f:
+            json.dump({"script": name.split("_")[0] + ".py", "env_id": "CartPole-v1", "runs": ours,
+                       "peer": "SB3", "peer_runs": peer}, f)
+    text = open(report.write_speed_table(str(tmp_path))).read()
+    rows = [line for line in text.splitlines() if "ours better by" in line]
+    assert rows[0] == "| | | ours better by | **3.00x** | **6.00x** | **2.00x** | **1.00x** |"  # a2c: 3x fewer steps, 2x the speed
+    assert rows[1] == "| | | ours better by | SB3 alone reached it | SB3 alone reached it | 0.50x | **1.00x** |"  # trpo
+    assert text.index("| a2c.py") < text.index("| trpo.py")
+
+
+def test_sb3_counterparts_get_our_settings():
+    """The SB3 models benchmark/speed.py times against: built (not trained) from our scripts' defaults."""
+    pytest.importorskip("stable_baselines3")
+    pytest.importorskip("sb3_contrib")
+    import dataclasses
+    import importlib
+
+    import sb3_train
+    from stable_baselines3.common.env_util import make_vec_env
+    for script in ("ppo", "a2c", "trpo"):
+        args = dataclasses.asdict(importlib.import_module(script).Args(anneal_lr=True) if script != "trpo"
+                                  else importlib.import_module(script).Args())
+        env = make_vec_env("CartPole-v1", n_envs=args["num_envs"])
+        model = sb3_train.make_model(script, args, env)
+        assert model.n_steps == args["num_steps"] and model.n_envs == args["num_envs"]
+        assert model.gamma == args["gamma"] and model.gae_lambda == args["gae_lambda"]
+        assert [m.out_features for m in model.policy.mlp_extractor.policy_net if hasattr(m, "out_features")] == [64, 64]
+        if script == "ppo":
+            assert model.batch_size == args["num_envs"] * args["num_steps"] // args["num_minibatches"]
+            assert model.n_epochs == args["update_epochs"] and model.vf_coef == args["vf_coef"] / 2
+        if script == "a2c":
+            assert isinstance(model.policy.optimizer, torch.optim.RMSprop) and model.vf_coef == args["vf_coef"] / 2
+        if script == "trpo":
+            assert model.target_kl == args["max_kl"] and model.cg_max_steps == args["cg_iters"]
+            assert model.n_critic_updates == args["critic_epochs"]
+        else:  # our annealing: update i of n gets lr0 (1 - i/n); SB3 asks after each rollout with the steps left
+            batch, n = args["num_envs"] * args["num_steps"], math.ceil(args["total_timesteps"] / args["num_envs"] / args["num_steps"])
+            for i in (0, 1, n - 1):
+                progress = 1 - (i + 1) * batch / args["total_timesteps"]
+                assert model.lr_schedule(progress) == pytest.approx(args["learning_rate"] * (1 - i / n))
 
 
 def test_report_tables_and_plot_match_the_runs(smoke, tmp_path):
@@ -139,10 +230,10 @@ def test_report_tables_and_plot_match_the_runs(smoke, tmp_path):
     table = (out / "results.md").read_text()
     for script in ("ppo", "a2c"):
         _, summary = smoke["summaries"][(script, "CartPole-v1", 1)]
-        # one seed: mean = that run's number, std 0, IQM and its interval the same number
-        evaluation = report.number(summary["eval_return"])
-        assert (f"| {script}.py | 1 | {report.number(summary['final_return'])} ± 0.0 | {evaluation} ± 0.0 | "
-                f"{evaluation} [{evaluation}, {evaluation}] |") in table
+        # one seed: the mean is that run's number, the std 0; too few seeds for an IQM
+        assert (f"| {script}.py | 1 | {report.number(summary['final_return'])} ± 0.0 | "
+                f"{report.number(summary['eval_return'])} ± 0.0 | not reached (0/1) | not reached (0/1) | "
+                f"{report.number(summary['sps'])} ± 0.0 | needs 5 seeds |") in table
     assert "CleanRL ppo.py | CartPole-v1 | 490.0 ± 6.1" in table  # the peer for this env, with its source
     assert "Acrobot" not in table  # and only for this env
     import matplotlib.image
