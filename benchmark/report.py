@@ -224,6 +224,7 @@ def plot_curves(runs: list[dict], suite: str, path: str) -> None:
             axis.plot(grid, mean, color=colours[script], label=f"{script}.py ({len(curves)})")
             axis.fill_between(grid, mean - std, mean + std, color=colours[script], alpha=0.2, linewidth=0)
         axis.set_title(env_id)
+        axis.xaxis.set_major_formatter(lambda x, _: f"{x / 1e6:g}M" if x >= 1e6 else f"{x / 1e3:g}k" if x else "0")
         axis.set_xlabel("env steps")
         axis.set_ylabel("return (last 20 episodes)")
         axis.grid(alpha=0.3)
