@@ -124,12 +124,15 @@ def mean_std(values: list) -> str:
     return f"{number(float(np.mean(values)))} ± {number(float(np.std(values)))}"
 
 
-def reached(values: list, unit: str = "") -> str:
-    """Mean ± std over the seeds that reached the threshold, and how many did."""
+def reached(values: list, threshold, unit: str = "") -> str:
+    """Mean ± std over the seeds that reached the threshold (the value itself if one did), and how many did."""
     hits = [v for v in values if v is not None]
+    if threshold is None:
+        return "no threshold"
     if not hits:
         return f"not reached (0/{len(values)})"
-    return f"{mean_std(hits)}{unit} ({len(hits)}/{len(values)})"
+    value = number(hits[0]) if len(hits) == 1 else mean_std(hits)
+    return f"{value}{unit} ({len(hits)}/{len(values)})"
 
 
 # ----------------------------------------------------------------------------------------- writing
@@ -160,8 +163,8 @@ def env_table(env_id: str, runs: list[dict], peers: list[dict]) -> list[str]:
             low, high = bootstrap_interval(evals, interquartile_mean)
             iqm = f"{number(interquartile_mean(evals))} [{number(low)}, {number(high)}]"
         lines.append(f"| {script}.py | {len(rows)} | {mean_std([r['final_return'] for r in rows])} | "
-                     f"{mean_std(list(evals))} | {reached([r['steps_to_threshold'] for r in rows])} | "
-                     f"{reached([r['seconds_to_threshold'] for r in rows], ' s')} | "
+                     f"{mean_std(list(evals))} | {reached([r['steps_to_threshold'] for r in rows], threshold)} | "
+                     f"{reached([r['seconds_to_threshold'] for r in rows], threshold, ' s')} | "
                      f"{mean_std([r['sps'] for r in rows])} | {iqm} |")
     mine = [p for p in peers if env_family(p["env"]) == env_family(env_id)]
     if mine:

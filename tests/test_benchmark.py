@@ -159,12 +159,17 @@ def test_env_table_statistics_over_seeds():
     table = "\n".join(report.env_table("CartPole-v1", runs, peers=[]))
     # ppo: mean 300, population std sqrt(((-200)² + (-100)² + 300²) / 3) = 216.0; threshold on 2 of 3 seeds
     assert "| ppo.py | 3 | 299.0 ± 216.0 | 300.0 ± 216.0 | 400.0 ± 100.0 (2/3) | 4.0 ± 1.0 s (2/3) | 200.0 ± 81.6 | needs 5 seeds |" in table
+    assert "| a2c.py | 5 | 219.0 ± 390.1 | 220.0 ± 390.1 | not reached (0/5) | not reached (0/5) |" in table
     # a2c, 5 seeds: the IQM drops one seed at each end (mean of 20, 30, 40) and comes with an interval
     row = next(line for line in table.splitlines() if line.startswith("| a2c.py"))
     iqm, interval = row.split("|")[-2].strip().split(" ", 1)
     low, high = (float(x) for x in interval.strip("[]").split(", "))
     assert iqm == "30.0" and 10 <= low < 30 < high <= 1000
     assert table.index("| a2c.py") < table.index("| ppo.py")  # the ladder's order
+    one_hit = [fake_run("trpo", 1, 500.0, 4000), fake_run("trpo", 2, 100.0)]
+    assert "| 4,000 (1/2) | 40.0 s (1/2) |" in "\n".join(report.env_table("CartPole-v1", one_hit, peers=[]))
+    no_threshold = [{**run, "reward_threshold": None} for run in one_hit]
+    assert "| no threshold | no threshold |" in "\n".join(report.env_table("CartPole-v1", no_threshold, peers=[]))
 
 
 def test_speed_table_ratios_say_how_many_times_better_ours_is(tmp_path):
