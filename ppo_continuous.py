@@ -110,7 +110,7 @@ class Args:
     learning_rate: float = 3e-4
     """Adam step size"""
     anneal_lr: bool = True
-    """decay the learning rate linearly to zero over the run"""
+    """decay the learning rate linearly over the run, to lr / (number of updates) at the last"""
     num_envs: int = 1
     """parallel envs in the vector env"""
     num_steps: int = 2048

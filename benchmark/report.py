@@ -193,7 +193,9 @@ def write_markdown(runs: list[dict], peers: list[dict], suite: str, path: str) -
              "`python benchmark/run.py --suite " + suite + "`. Returns are mean ± std over seeds; the final "
              "training return is the mean of the last 20 episodes (with exploration), the evaluation return the "
              "mean over the run's evaluation episodes (greedy or mean action). Steps and seconds to threshold: "
-             "first step at which the last-20 mean reached the env's threshold, over the seeds that did.", ""]
+             "first step at which the last-20 mean reached the env's threshold, over the seeds that did. Seconds and "
+             "steps/s are as the runs measured them, sharing the machine with the other jobs of the suite: "
+             "benchmark/speed.py measures speed one run at a time.", ""]
     env_ids = sorted({r["env_id"] for r in runs})
     lines += overview(runs, env_ids)
     for env_id in env_ids:
@@ -246,11 +248,12 @@ def median_of(runs: list[dict], key: str):
 
 
 def speed_cell(runs: list[dict], key: str, decimals: int = 0) -> str:
-    value = median_of(runs, key)
-    hits = sum(r.get(key) is not None for r in runs)
-    if value is None:
+    """Median (min – max), and how many seeds had a value if not all."""
+    values = [r[key] for r in runs if r.get(key) is not None]
+    if not values:
         return "not reached"
-    return f"{value:,.{decimals}f}" + (f" ({hits}/{len(runs)})" if hits < len(runs) else "")
+    cell = f"{np.median(values):,.{decimals}f} ({min(values):,.{decimals}f} – {max(values):,.{decimals}f})"
+    return cell + (f", {len(values)}/{len(runs)} seeds" if len(values) < len(runs) else "")
 
 
 def ratio(ours, peer) -> str:
@@ -284,7 +287,7 @@ def write_speed_table(folder: str) -> str:
                          f"{ratio(median_of(ours, 'peak_rss_mib'), median_of(peer, 'peak_rss_mib'))} |")
     out = os.path.join(folder, "speed.md")
     with open(out, "w") as f:
-        f.write("Medians over seeds, one run at a time; a ratio is SB3's median over ours (steps/s: ours over SB3's), "
+        f.write("Median (min – max) over seeds, one run at a time; a ratio is SB3's median over ours (steps/s: ours over SB3's), "
                 "so above 1 means ours is better; steps and seconds to threshold are over the seeds that reached it. Made by `python benchmark/report.py --speed "
                 f"{os.path.relpath(os.path.abspath(folder), ROOT)}`.\n\n" + "\n".join(lines) + "\n")
     return out
