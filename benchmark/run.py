@@ -167,8 +167,9 @@ def start(job: Job) -> subprocess.Popen:
     log = open(os.path.join(job.folder, "log.txt"), mode)
     log.write("$ " + " ".join(command) + "\n")
     log.flush()
-    return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True,
-                            env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    with log:  # the job writes to its own copy of the file
+        return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True,
+                                env=dict(os.environ, PYTHONUNBUFFERED="1"))
 
 
 def log_tail(job: Job, lines: int = 8) -> str:
