@@ -110,8 +110,8 @@ def test_ctrl_c_stops_the_runner_and_a_rerun_resumes_the_job(tmp_path):
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     log = tmp_path / "runs" / "smoke" / "ppo" / "CartPole-v1" / "seed_4" / "log.txt"
     deadline = time.time() + 60
-    while not (log.exists() and "step " in log.read_text()) and time.time() < deadline:
-        time.sleep(0.1)  # until the job is training
+    while not (log.exists() and "logging to" in log.read_text()) and time.time() < deadline:
+        time.sleep(0.05)  # until the job has begun training (it prints this line once its Ctrl-C handler is set)
     os.kill(runner.pid, signal.SIGINT)  # Ctrl-C: the jobs have sessions of their own, so the runner passes it on
     _, stderr = runner.communicate(timeout=60)
     assert runner.returncode == 130 and "run the same command again to go on" in stderr
