@@ -50,6 +50,7 @@ Example:
 
 import collections
 import importlib
+import itertools
 import json
 import math
 import os
@@ -62,6 +63,7 @@ from typing import Optional
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn as nn
 import gymnasium as gym
 import tyro
@@ -219,11 +221,12 @@ def make_env(env_id: str, obs_rms: Optional[RunningMeanStd] = None, return_rms: 
     return thunk
 
 
-def make_vec_env(args: Args, env_id: str, obs_rms, return_rms, video_dir: str) -> gym.vector.VectorEnv:
+def make_vec_env(env_id: str, num_envs: int, obs_rms, return_rms, gamma: float, capture_video: bool,
+                 video_dir: str) -> gym.vector.VectorEnv:
     """num_envs copies in one process, autoreset in the same step (so final_obs is at hand). An
     episode's statistics arrive in info["final_info"]."""
-    thunks = [make_env(env_id, obs_rms, return_rms, args.gamma, True, args.capture_video and i == 0, video_dir)
-              for i in range(args.num_envs)]
+    thunks = [make_env(env_id, obs_rms, return_rms, gamma, True, capture_video and i == 0, video_dir)
+              for i in range(num_envs)]
     return gym.vector.SyncVectorEnv(thunks, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
 
 
@@ -324,18 +327,21 @@ def explained_variance(predicted: torch.Tensor, target: torch.Tensor) -> float:
     return float("nan") if var_target == 0 else float(1 - (target - predicted).var() / var_target)
 
 
-def ppo_update(agent: Agent, optimizer: torch.optim.Optimizer, batch: dict, args: Args) -> dict:
+def ppo_update(agent: Agent, optimizer: torch.optim.Optimizer, batch: dict, args: Args,
+               world_size: int = 1) -> dict:
     """Several epochs of minibatch steps on the rollout in `batch` (flat tensors).
 
     Returns the losses averaged over the minibatches of the last epoch that took a step. With
     --target-kl, the update stops before the first minibatch whose policy has drifted further.
+    With several processes, `batch` is this rank's share, and every minibatch's gradient, losses
+    and KL are averaged over the ranks: the values for the whole minibatch, the same on every rank.
     """
     batch_size = len(batch["obs"])
     minibatch_size = batch_size // args.num_minibatches
     params = [p for group in optimizer.param_groups for p in group["params"]]
-    last_epoch_stats, epochs, stopped_early = {}, 0, False
+    last_epoch_stats, epochs, stopped_early = [], 0, False
     for epoch in range(args.update_epochs):
-        stats = collections.defaultdict(list)
+        epoch_stats = []  # per minibatch: the loss and its parts, approx_kl, clipfrac
         permutation = torch.randperm(batch_size, device=batch["obs"].device)
         for start in range(0, batch_size, minibatch_size):
             mb = permutation[start:start + minibatch_size]
@@ -345,42 +351,50 @@ def ppo_update(agent: Agent, optimizer: torch.optim.Optimizer, batch: dict, args
                 advantages = (advantages - advantages.mean()) / (advantages.std(correction=0) + 1e-8)
             pg_loss, approx_kl, clipfrac = clipped_policy_loss(
                 new_logprob, batch["logprobs"][mb], advantages, args.clip_coef)
-            if args.target_kl is not None and approx_kl > args.target_kl:
-                stopped_early = True
-                break
+            if args.target_kl is not None:
+                average_over_ranks_([approx_kl], world_size)  # so that all ranks stop at the same minibatch
+                if approx_kl > args.target_kl:
+                    stopped_early = True
+                    break
             v_loss = value_loss(agent.value(batch["obs"][mb]), batch["values"][mb], batch["returns"][mb],
                                 args.clip_coef if args.clip_vloss else None)
             entropy = entropy.mean()
             loss = pg_loss - args.ent_coef * entropy + args.vf_coef * v_loss
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"loss is {loss.item()} (policy {pg_loss.item()}, "
-                                         f"value {v_loss.item()})")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            diagnostics = torch.stack([loss, pg_loss, v_loss, entropy, approx_kl, clipfrac]).detach()
+            average_over_ranks_([diagnostics, *(p.grad for p in params)], world_size)
+            if not torch.isfinite(diagnostics[0]):
+                raise FloatingPointError(f"loss is {diagnostics[0].item()} (policy {diagnostics[1].item()}, "
+                                         f"value {diagnostics[2].item()})")
             nn.utils.clip_grad_norm_(params, args.max_grad_norm)
             optimizer.step()
-            for key, value in (("policy_loss", pg_loss), ("value_loss", v_loss), ("entropy", entropy),
-                               ("approx_kl", approx_kl), ("clipfrac", clipfrac)):
-                stats[key].append(value.detach())
-        if stats:
-            last_epoch_stats, epochs = stats, epochs + 1
+            epoch_stats.append(diagnostics)
+        if epoch_stats:
+            last_epoch_stats, epochs = epoch_stats, epochs + 1
         if stopped_early:
             break
-    result = {key: torch.stack(values).mean().item() for key, values in last_epoch_stats.items()}
-    return {**result, "epochs": epochs, "stopped_early": stopped_early}
+    means = torch.stack(last_epoch_stats).mean(0).tolist() if last_epoch_stats else []
+    keys = ("loss", "policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac")
+    return {**dict(zip(keys, means)), "epochs": epochs, "stopped_early": stopped_early}
 
 
 # ---------------------------------------------------------------------------------- helpers
-def validate_args(args: Args) -> None:
+def validate_args(args: Args, world_size: int = 1) -> None:
     """Raise UsageError for flag values that cannot work, before anything is built."""
     for name in ("total_timesteps", "num_envs", "num_steps", "num_minibatches", "update_epochs",
                  "eval_episodes", "torch_threads"):
         if getattr(args, name) <= 0:
             raise UsageError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
-    batch_size = args.num_envs * args.num_steps
-    if batch_size % args.num_minibatches:
+    if args.num_envs % world_size:
+        raise UsageError(f"--num-envs {args.num_envs} does not split over {world_size} processes: pass a "
+                         f"multiple of {world_size}")
+    rank_batch_size = args.num_envs // world_size * args.num_steps
+    if rank_batch_size % args.num_minibatches:
+        share = f", {rank_batch_size} per process," if world_size > 1 else ""
         raise UsageError(f"the batch of --num-envs {args.num_envs} x --num-steps {args.num_steps} = "
-                         f"{batch_size} does not split into --num-minibatches {args.num_minibatches}")
+                         f"{args.num_envs * args.num_steps}{share} does not split into --num-minibatches "
+                         f"{args.num_minibatches}")
     for name in ("gamma", "gae_lambda"):
         if not 0.0 <= getattr(args, name) <= 1.0:
             raise UsageError(f"--{name.replace('_', '-')} must lie in [0, 1], got {getattr(args, name)}")
@@ -410,18 +424,23 @@ def validate_args(args: Args) -> None:
             raise UsageError("--track needs wandb: pip install wandb") from None
 
 
-def check_setup(args: Args) -> tuple[str, int, int, Optional[float], torch.device]:
+def check_setup(args: Args, local_rank: int = 0, world_size: int = 1
+                ) -> tuple[str, int, int, Optional[float], torch.device]:
     """Validate flags and env, set torch's threads; return (env id for gymnasium.make,
     observation size, action size, the env's reward threshold or None, device)."""
-    validate_args(args)
+    validate_args(args, world_size)
     env_id = resolve_env_id(args.env_id)
     probe = gym.make(env_id)
     obs_dim, action_dim = check_spaces(probe)
     threshold = probe.spec.reward_threshold if probe.spec else None
     probe.close()
     torch.set_num_threads(args.torch_threads)
-    device = torch.device("cuda" if args.cuda and torch.cuda.is_available() else "cpu")
-    return env_id, obs_dim, action_dim, threshold, device
+    if not (args.cuda and torch.cuda.is_available()):
+        return env_id, obs_dim, action_dim, threshold, torch.device("cpu")
+    if int(os.environ.get("LOCAL_WORLD_SIZE", 1)) > torch.cuda.device_count():
+        raise UsageError(f"{os.environ['LOCAL_WORLD_SIZE']} processes on this machine but "
+                         f"{torch.cuda.device_count()} GPUs: start at most one per GPU, or pass --no-cuda")
+    return env_id, obs_dim, action_dim, threshold, torch.device("cuda", local_rank)  # one GPU per process
 
 
 def load_checkpoint(path: str, obs_dim: int, action_dim: int, device: torch.device) -> dict:
@@ -460,6 +479,9 @@ class StopOnSigint:
     """While active, the first Ctrl-C only asks the loop to stop (it saves a checkpoint at the
     end of the current update); a second Ctrl-C interrupts at once."""
 
+    def __init__(self, announce: bool = True):
+        self.announce = announce
+
     def __enter__(self):
         self.requested = False
         self.previous = signal.signal(signal.SIGINT, self._handle)
@@ -469,7 +491,8 @@ class StopOnSigint:
         if self.requested:
             raise KeyboardInterrupt
         self.requested = True
-        print("\nCtrl-C: stopping after this update (again to abort without saving)", flush=True)
+        if self.announce:
+            print("\nCtrl-C: stopping after this update (again to abort without saving)", flush=True)
 
     def __exit__(self, *exc):
         signal.signal(signal.SIGINT, self.previous)
@@ -485,11 +508,88 @@ def seed_everything(seed: int, deterministic: bool) -> None:
     torch.backends.cudnn.deterministic = deterministic
 
 
+# ------------------------------------------------------------ several processes (torchrun)
+# `torchrun --nproc-per-node N ppo_continuous.py ...` starts N copies of this script, the ranks 0 .. N-1.
+# Each steps num_envs / N of the envs and computes the loss on its share of every minibatch. The
+# mean of the ranks' gradients is the gradient of the loss over the whole minibatch: averaged by
+# an all-reduce, it is the same on every rank, so each takes the same Adam step from the same
+# parameters and they stay identical. Rank 0 alone logs, prints and saves. The flags mean what
+# they mean in one process: --num-envs and the batch are totals over the ranks. Run as a single
+# process, none of this does anything. The normalisation statistics are merged over the ranks
+# after each update, so that every rank normalises alike.
+def torchrun_ranks() -> tuple[int, int, int]:
+    """(rank, local rank on this machine, world size) as torchrun puts them in the environment;
+    (0, 0, 1) for a single process. Raise UsageError for an environment torchrun did not set up."""
+    if int(os.environ.get("WORLD_SIZE", 1)) == 1:
+        return 0, 0, 1
+    missing = [name for name in ("RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT") if name not in os.environ]
+    if missing:
+        raise UsageError(f"WORLD_SIZE is {os.environ['WORLD_SIZE']} but {', '.join(missing)} not set: start "
+                         "several processes with torchrun (see README.md), or unset WORLD_SIZE to run one")
+    return int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"]), int(os.environ["WORLD_SIZE"])
+
+
+def join_process_group(rank: int, world_size: int, device: torch.device) -> None:
+    """Meet the other ranks at MASTER_ADDR:MASTER_PORT: backend gloo on CPU, nccl on CUDA."""
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    try:
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=rank, world_size=world_size)
+    except (RuntimeError, ValueError) as e:
+        raise UsageError(f"cannot join the other processes at {os.environ['MASTER_ADDR']}:"
+                         f"{os.environ['MASTER_PORT']}: {str(e).splitlines()[0]}") from None
+
+
+def average_over_ranks_(tensors: list[torch.Tensor], world_size: int) -> None:
+    """Replace each tensor, in place, by its mean over the ranks: one all-reduce of them all."""
+    if world_size == 1:
+        return
+    flat = torch.cat([t.reshape(-1) for t in tensors])
+    dist.all_reduce(flat)  # the sum over ranks, on every rank
+    flat /= world_size
+    for t, mean in zip(tensors, flat.split([t.numel() for t in tensors])):
+        t.copy_(mean.view_as(t))
+
+
+def gather_from_ranks(obj, world_size: int) -> list:
+    """Every rank's obj, in rank order, on every rank; [obj] in a single process."""
+    if world_size == 1:
+        return [obj]
+    gathered = [None] * world_size
+    dist.all_gather_object(gathered, obj)
+    return gathered
+
+
+def moments(rms: RunningMeanStd) -> tuple:
+    """A copy of the (count, mean, variance) of running statistics."""
+    return rms.count, rms.mean.copy(), rms.var.copy()
+
+
+def merge_running_stats(rms: RunningMeanStd, before: tuple, per_rank: list[tuple]) -> None:
+    """Make rms the statistics of everything all ranks have seen. Each rank's statistics started
+    from the same `before` (count, mean, variance) and took in only its own envs' values since.
+    Count n, Σx and Σx² add up over values, so the total is before's plus each rank's increase."""
+    def sums(count, mean, var):  # n, Σx, Σx² of values with this count, mean and variance
+        return count, count * mean, count * (var + mean ** 2)
+    n0, s0, q0 = sums(*before)
+    n, s, q = n0, s0, q0
+    for rank_moments in per_rank:
+        n_r, s_r, q_r = sums(*rank_moments)
+        n, s, q = n + n_r - n0, s + s_r - s0, q + q_r - q0
+    rms.count, rms.mean = n, s / n
+    rms.var = np.maximum(q / n - rms.mean ** 2, 0.0)  # Var = E[x²] - E[x]², never below 0 by rounding
+
+
 # ------------------------------------------------------------------------------------ train
 def train(args: Args) -> dict:
-    """Train a PPO agent as `args` say; return the run summary (also written to summary.json)."""
-    env_id, obs_dim, action_dim, threshold, device = check_setup(args)
+    """Train a PPO agent as `args` say; return the run summary (also written to summary.json).
+    Under torchrun, ranks other than 0 write nothing and return only "interrupted" and "failed"."""
+    rank, local_rank, world_size = torchrun_ranks()  # (0, 0, 1) in a single process
+    env_id, obs_dim, action_dim, threshold, device = check_setup(args, local_rank, world_size)
     checkpoint = load_checkpoint(args.resume, obs_dim, action_dim, device) if args.resume else None
+    global_step = 0
+    stats = {"recent_returns": [], "steps_to_threshold": None, "seconds_to_threshold": None,
+             "wall_seconds": 0.0}
     if checkpoint is None:  # running statistics of the normalising wrappers, shared by all envs
         obs_rms = RunningMeanStd(shape=(obs_dim,)) if args.norm_obs else None
         return_rms = RunningMeanStd(shape=()) if args.norm_reward else None
@@ -498,41 +598,47 @@ def train(args: Args) -> dict:
         if (obs_rms is not None, return_rms is not None) != (args.norm_obs, args.norm_reward):
             raise UsageError(f"checkpoint {args.resume} was trained with --norm-obs {obs_rms is not None} "
                              f"and --norm-reward {return_rms is not None}; resume with the same")
+        global_step, stats = checkpoint["global_step"], checkpoint["stats"]
+        if global_step >= args.total_timesteps:
+            raise UsageError(f"checkpoint {args.resume} is already at step {global_step:,}; pass a larger "
+                             "--total-timesteps to train on")
+    running_stats = [rms for rms in (obs_rms, return_rms) if rms is not None]
+    merged = [moments(rms) for rms in running_stats]  # as every rank had them after the last merge
+    if world_size > 1:
+        join_process_group(rank, world_size, device)
+    is_main = rank == 0  # the process that logs, prints and saves
 
-    seed_everything(args.seed, args.torch_deterministic)
+    seed_everything(args.seed + rank, args.torch_deterministic)  # each rank samples its own actions
     if checkpoint is None:
         safe_id = args.env_id.replace("/", "_").replace(":", "_")
         run_dir = os.path.join(args.runs_dir, f"{safe_id}__{args.exp_name}__{args.seed}__{int(time.time())}")
     else:  # a resumed run goes on in the directory of its checkpoint
         run_dir = os.path.dirname(os.path.abspath(args.resume))
-    os.makedirs(run_dir, exist_ok=True)
-    if args.track:
-        import wandb
-        wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, sync_tensorboard=True,
-                   config=asdict(args), name=os.path.basename(run_dir), save_code=True)
-    writer = SummaryWriter(run_dir)
-    writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" +
-                    "\n".join(f"|{key}|{value}|" for key, value in asdict(args).items()))
+    if is_main:
+        os.makedirs(run_dir, exist_ok=True)
+        if args.track:
+            import wandb
+            wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, sync_tensorboard=True,
+                       config=asdict(args), name=os.path.basename(run_dir), save_code=True)
+        writer = SummaryWriter(run_dir)
+        writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" +
+                        "\n".join(f"|{key}|{value}|" for key, value in asdict(args).items()))
 
     agent = Agent(obs_dim, action_dim).to(device)
     optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5, fused=True)
-    global_step = 0
-    stats = {"recent_returns": [], "steps_to_threshold": None, "seconds_to_threshold": None,
-             "wall_seconds": 0.0}
     if checkpoint is not None:
         agent.load_state_dict(checkpoint["agent"])
         optimizer.load_state_dict(checkpoint["optimizer"])
-        global_step, stats = checkpoint["global_step"], checkpoint["stats"]
-        if global_step >= args.total_timesteps:
-            raise UsageError(f"checkpoint {args.resume} is already at step {global_step:,}; pass a larger "
-                             "--total-timesteps to train on")
+    for p in agent.parameters() if world_size > 1 else ():
+        dist.broadcast(p.data, src=0)  # every rank starts from rank 0's parameters
     recent_returns = collections.deque(stats["recent_returns"], maxlen=20)
 
-    envs = make_vec_env(args, env_id, obs_rms, return_rms, os.path.join(run_dir, "videos"))
-    next_obs, _ = envs.reset(seed=args.seed + global_step)  # sub-env i gets this seed + i
+    N, T = args.num_envs // world_size, args.num_steps  # N: the envs of this process
+    envs = make_vec_env(env_id, N, obs_rms, return_rms, args.gamma, args.capture_video and is_main,
+                        os.path.join(run_dir, "videos"))
+    next_obs, _ = envs.reset(seed=args.seed + global_step + rank * N)  # env i of rank r gets this seed + r N + i
     action_low, action_high = envs.single_action_space.low, envs.single_action_space.high
-    N, T = args.num_envs, args.num_steps
-    batch_size = N * T
+    batch_size = args.num_envs * T  # over all ranks
     num_iterations = math.ceil(args.total_timesteps / batch_size)
     # Rollout storage, filled in numpy (cheap per-step writes), turned into tensors once per rollout.
     obs_buf = np.zeros((T, N, obs_dim), dtype=np.float32)
@@ -546,14 +652,17 @@ def train(args: Args) -> dict:
     start_step, last_print = global_step, start_time
     previous_seconds = stats["wall_seconds"]
     interrupted = failed = False
-    with StopOnSigint() as sigint:
-        print(f"PPO on {args.env_id}: {num_iterations - global_step // batch_size} updates of {batch_size} "
-              f"steps on {device}; logging to {run_dir}", flush=True)
+    with StopOnSigint(announce=is_main) as sigint:
+        if is_main:
+            processes = f" ({world_size} processes x {N} envs)" if world_size > 1 else ""
+            print(f"PPO on {args.env_id}: {num_iterations - global_step // batch_size} updates of {batch_size} "
+                  f"steps on {device}{processes}; logging to {run_dir}", flush=True)
         for iteration in range(global_step // batch_size, num_iterations):
             if args.anneal_lr:  # lr falls linearly: lr0 at the first update, lr0 / num_iterations at the last
                 optimizer.param_groups[0]["lr"] = args.learning_rate * (1.0 - iteration / num_iterations)
 
             # --- rollout: act with the current policy, keep what GAE and the loss need ---------
+            episodes = []  # (step, env, seconds, return, length) of each episode that ends
             for t in range(T):
                 obs_buf[t] = next_obs
                 with torch.inference_mode():
@@ -562,18 +671,12 @@ def train(args: Args) -> dict:
                 actions_buf[t], rewards_buf[t] = action, reward
                 terminations_buf[t], truncations_buf[t] = terminated, truncated
                 next_obs_buf[t] = successor_obs(next_obs, info)
-                global_step += N
+                global_step += N * world_size  # every rank takes a step in each of its envs
                 if "_episode" in info.get("final_info", {}):
                     episode = info["final_info"]["episode"]
                     for i in np.flatnonzero(info["final_info"]["_episode"]):
-                        recent_returns.append(float(episode["r"][i]))
-                        writer.add_scalar("charts/episodic_return", float(episode["r"][i]), global_step)
-                        writer.add_scalar("charts/episodic_length", int(episode["l"][i]), global_step)
-                    if (stats["steps_to_threshold"] is None and threshold is not None
-                            and len(recent_returns) == recent_returns.maxlen
-                            and np.mean(recent_returns) >= threshold):
-                        stats["steps_to_threshold"] = global_step
-                        stats["seconds_to_threshold"] = previous_seconds + time.perf_counter() - start_time
+                        episodes.append((global_step, rank * N + i, time.perf_counter() - start_time,
+                                         float(episode["r"][i]), int(episode["l"][i])))
 
             # --- advantages, with the networks as they were during the rollout -----------------
             obs = torch.from_numpy(obs_buf).to(device)
@@ -587,48 +690,77 @@ def train(args: Args) -> dict:
                                          torch.from_numpy(truncations_buf).to(device),
                                          args.gamma, args.gae_lambda)
                 returns = advantages + values  # R̂_t = Â_t + V(s_t)
-            batch = {"obs": obs.reshape(batch_size, obs_dim), "actions": actions.reshape(batch_size, action_dim),
+            batch = {"obs": obs.reshape(N * T, obs_dim), "actions": actions.reshape(N * T, action_dim),
                      "logprobs": logprobs.reshape(-1), "advantages": advantages.reshape(-1),
                      "returns": returns.reshape(-1), "values": values.reshape(-1)}
 
             # --- update ------------------------------------------------------------------------
             try:
-                losses = ppo_update(agent, optimizer, batch, args)
-            except FloatingPointError as e:
-                print(f"ppo_continuous.py: error: training stopped at step {global_step}: {e}", file=sys.stderr)
+                losses = ppo_update(agent, optimizer, batch, args, world_size)
+            except FloatingPointError as e:  # raised on every rank alike: the loss is averaged over them
+                if is_main:
+                    print(f"ppo_continuous.py: error: training stopped at step {global_step}: {e}", file=sys.stderr)
                 failed = True
+
+            # --- normalisation: every rank's statistics become those of all ranks' envs ------------
+            if world_size > 1:
+                per_rank = gather_from_ranks([moments(rms) for rms in running_stats], world_size)
+                for rms, before, rank_moments in zip(running_stats, merged, zip(*per_rank)):
+                    merge_running_stats(rms, before, rank_moments)
+                merged = [moments(rms) for rms in running_stats]
+
+            # --- episodes that ended, from every rank, in order of step and env --------------------
+            shared = gather_from_ranks((episodes, sigint.requested), world_size)
+            stop = any(requested for _, requested in shared)  # a Ctrl-C to any rank stops them all
+            ended = sorted(episode for rank_episodes, _ in shared for episode in rank_episodes)
+            for step, same_step in itertools.groupby(ended, key=lambda episode: episode[0]):
+                for _, _, seconds, episodic_return, length in same_step:
+                    recent_returns.append(episodic_return)
+                    if is_main:
+                        writer.add_scalar("charts/episodic_return", episodic_return, step)
+                        writer.add_scalar("charts/episodic_length", length, step)
+                if (stats["steps_to_threshold"] is None and threshold is not None
+                        and len(recent_returns) == recent_returns.maxlen and np.mean(recent_returns) >= threshold):
+                    stats["steps_to_threshold"] = step
+                    stats["seconds_to_threshold"] = previous_seconds + seconds
+            if failed:
                 break
 
             # --- logging -----------------------------------------------------------------------
             elapsed = time.perf_counter() - start_time
             sps = (global_step - start_step) / elapsed
-            writer.add_scalar("charts/learning_rate", optimizer.param_groups[0]["lr"], global_step)
-            writer.add_scalar("charts/SPS", sps, global_step)
-            for key in ("policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac"):
-                if key in losses:
-                    writer.add_scalar(f"losses/{key}", losses[key], global_step)
-            writer.add_scalar("losses/explained_variance",
-                              explained_variance(batch["values"], batch["returns"]), global_step)
-            writer.add_scalar("charts/update_epochs_run", losses["epochs"], global_step)
             now = time.perf_counter()
-            if now - last_print >= 5.0 or iteration == num_iterations - 1 or sigint.requested:
+            if is_main:
+                writer.add_scalar("charts/learning_rate", optimizer.param_groups[0]["lr"], global_step)
+                writer.add_scalar("charts/SPS", sps, global_step)
+                for key in ("policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac"):
+                    if key in losses:
+                        writer.add_scalar(f"losses/{key}", losses[key], global_step)
+                writer.add_scalar("losses/explained_variance",  # of rank 0's share of the batch
+                                  explained_variance(batch["values"], batch["returns"]), global_step)
+                writer.add_scalar("charts/update_epochs_run", losses["epochs"], global_step)
+            if is_main and (now - last_print >= 5.0 or iteration == num_iterations - 1 or stop):
                 last_print = now
                 recent = f"{np.mean(recent_returns):8.1f}" if recent_returns else "     n/a"
                 eta = (num_iterations * batch_size - global_step) / max(sps, 1e-9)
                 print(f"step {global_step:>9,} ({100 * global_step / (num_iterations * batch_size):3.0f}%)"
                       f" | return {recent} (last {len(recent_returns)}) | {sps:7,.0f} steps/s"
                       f" | ETA {format_seconds(eta)}", flush=True)
-            if sigint.requested and iteration < num_iterations - 1:
+            if stop and iteration < num_iterations - 1:
                 interrupted = True
                 break
     envs.close()
+    if world_size > 1:
+        dist.destroy_process_group()
+    if not is_main:  # rank 0 saves, evaluates and reports
+        return {"interrupted": interrupted, "failed": failed}
 
     train_seconds = time.perf_counter() - start_time
     wall_seconds = previous_seconds + train_seconds
     stats.update(recent_returns=list(recent_returns), wall_seconds=wall_seconds)
     checkpoint_path = os.path.join(run_dir, f"{args.exp_name}.pt")
     weights_finite = (all(torch.isfinite(p).all() for p in agent.parameters())
-                      and all(np.isfinite(rms.var).all() for rms in (obs_rms, return_rms) if rms is not None))
+                      and all(np.isfinite(rms.var).all() for rms in running_stats))
     if args.save_model and weights_finite:  # a checkpoint on disk is never replaced by broken weights
         save_checkpoint(checkpoint_path, agent, optimizer, global_step, args, stats, obs_rms, return_rms)
     eval_returns = []
@@ -730,8 +862,10 @@ if __name__ == "__main__":
             signal.signal(signal.SIGINT, signal.SIG_IGN)  # the run is over: a late Ctrl-C has nothing to stop
             sys.exit(130 if summary["interrupted"] else 1 if summary["failed"] else 0)
     except UsageError as error:
-        print(f"ppo_continuous.py: error: {error}", file=sys.stderr)
+        if os.environ.get("RANK", "0") == "0":  # under torchrun every rank fails alike: one line is enough
+            print(f"ppo_continuous.py: error: {error}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
-        print("aborted without saving", file=sys.stderr)
+        if os.environ.get("RANK", "0") == "0":
+            print("aborted without saving", file=sys.stderr)
         sys.exit(130)

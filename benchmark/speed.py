@@ -7,9 +7,12 @@ for its peak resident memory. With --peers (requirements-bench.txt installed), e
 followed at once by SB3's PPO or A2C, or sb3-contrib's TRPO, with our run's settings
 (benchmark/sb3_train.py): the two alternate, seed by seed, so a machine that slows down or speeds up
 during the session slows both. Writes the raw per-run results as JSON and prints a markdown table
-with the median and min-max over seeds, and the ratios of the medians.
+with the median and min-max over seeds, and the ratios of the medians. With --nprocs (ppo.py and
+ppo_continuous.py), each seed runs once with each number of processes, in turn, under torchrun; the
+peak memory is then that of the largest process.
 
     python benchmark/speed.py --script ppo.py --env-id CartPole-v1 --seeds 1 2 3
+    python benchmark/speed.py --script ppo.py --env-id CartPole-v1 --nprocs 1 2
     python benchmark/speed.py --script trpo.py --env-id CartPole-v1 --peers
     python benchmark/speed.py --script ppo_continuous.py --env-id HalfCheetah-v5 --extra="--total-timesteps 51200" --peers
 """
@@ -33,6 +36,7 @@ import tyro
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ALGORITHM_KEYS = ("largest_kl_after_step", "rejected_steps")  # kept from a summary.json that has them (trpo.py)
 PEER_SCRIPTS = ("ppo.py", "ppo_continuous.py", "a2c.py", "trpo.py")  # those with an SB3 counterpart
+TORCHRUN_SCRIPTS = ("ppo.py", "ppo_continuous.py")  # those that run under torchrun
 
 
 @dataclass
@@ -47,6 +51,8 @@ class Args:
     """further flags passed to the script, as one string, e.g. --extra='--total-timesteps 50000'"""
     peers: bool = False
     """also run SB3's counterpart with the same settings, alternating with ours (needs requirements-bench.txt)"""
+    nprocs: list[int] = field(default_factory=lambda: [1])
+    """numbers of processes to compare; more than one runs under torchrun, each seed with each number in turn"""
     out: str = "benchmark/results/speed"
     """folder for the raw results (one JSON file per script and env)"""
 
@@ -64,17 +70,20 @@ def timed(command: list[str]) -> float:
     return int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", result.stderr).group(1)) / 1024
 
 
-def run_ours(args: Args, seed: int, runs_dir: str) -> tuple[dict, str]:
-    """One run of our script; its numbers and the path of its summary.json."""
-    command = [sys.executable, os.path.join(ROOT, args.script), "--env-id", args.env_id, "--seed", str(seed),
-               "--runs-dir", runs_dir, "--no-save-model", "--no-cuda", *shlex.split(args.extra)]  # SB3 runs on the CPU too
+def run_ours(args: Args, seed: int, runs_dir: str, nproc: int = 1) -> tuple[dict, str]:
+    """One run of our script, in nproc processes; its numbers and the path of its summary.json."""
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc)]
+    command = [*(launcher if nproc > 1 else [sys.executable]), os.path.join(ROOT, args.script), "--env-id",
+               args.env_id, "--seed", str(seed), "--runs-dir", runs_dir, "--no-save-model", "--no-cuda",  # SB3 runs on the CPU too
+               *shlex.split(args.extra)]
     peak_mib = timed(command)
     (path,) = glob.glob(os.path.join(runs_dir, "*", "summary.json"))
     with open(path) as f:
         summary = json.load(f)
     keep = ("steps_to_threshold", "seconds_to_threshold", "sps", "wall_seconds", "global_step", "final_return",
             "eval_return", *ALGORITHM_KEYS)
-    return {"seed": seed, **{key: summary[key] for key in keep if key in summary}, "peak_rss_mib": peak_mib}, path
+    return {"seed": seed, "nproc": nproc, **{key: summary[key] for key in keep if key in summary},
+            "peak_rss_mib": peak_mib}, path
 
 
 def run_peer(seed: int, summary_path: str) -> dict:
@@ -108,12 +117,19 @@ def main(args: Args) -> None:
         usage_error(f"--peers: SB3 has no counterpart of {args.script}; use one of {', '.join(PEER_SCRIPTS)}")
     if args.peers and importlib.util.find_spec("stable_baselines3") is None:
         usage_error("--peers needs SB3: pip install -r requirements-bench.txt")
+    if args.nprocs != [1] and args.script not in TORCHRUN_SCRIPTS:
+        usage_error(f"--nprocs: {args.script} runs in one process; use one of {', '.join(TORCHRUN_SCRIPTS)}")
+    if args.nprocs != [1] and args.peers:
+        usage_error("give either --nprocs or --peers, not both")
+    if min(args.nprocs) < 1:
+        usage_error(f"--nprocs must be positive, got {args.nprocs}")
     runs, peer_runs = [], []
     with tempfile.TemporaryDirectory() as runs_dir:
         for seed in args.seeds:
-            result, summary_path = run_ours(args, seed, os.path.join(runs_dir, str(seed)))
-            runs.append(result)
-            print(f"seed {seed}, ours: {result}", flush=True)
+            for nproc in args.nprocs:
+                result, summary_path = run_ours(args, seed, os.path.join(runs_dir, f"{seed}_{nproc}"), nproc)
+                runs.append(result)
+                print(f"seed {seed}, ours in {nproc} process(es): {result}", flush=True)
             if args.peers:
                 peer_runs.append(run_peer(seed, summary_path))
                 print(f"seed {seed}, SB3:  {peer_runs[-1]}", flush=True)
@@ -129,15 +145,18 @@ def main(args: Args) -> None:
                        peer_runs=peer_runs)
     os.makedirs(os.path.join(ROOT, args.out), exist_ok=True)
     safe_id = args.env_id.replace("/", "_").replace(":", "_")
-    path = os.path.join(ROOT, args.out, f"{os.path.splitext(args.script)[0]}_{safe_id}.json")
+    nprocs = f"_nprocs{'-'.join(map(str, args.nprocs))}" if args.nprocs != [1] else ""
+    path = os.path.join(ROOT, args.out, f"{os.path.splitext(args.script)[0]}_{safe_id}{nprocs}.json")
     with open(path, "w") as f:
         json.dump(results, f, indent=2)
 
-    print(f"\n{args.script} on {args.env_id}, {len(runs)} seeds; median (min – max). "
+    print(f"\n{args.script} on {args.env_id}, {len(args.seeds)} seeds; median (min – max). "
           f"Raw results: {os.path.relpath(path, ROOT)}\n")
     print("| run | steps to threshold | seconds to threshold | steps/s | peak memory (MiB) |")
     print("|---|---|---|---|---|")
-    rows = [(args.script, runs)] + ([(results["peer"], peer_runs)] if args.peers else [])
+    rows = [(args.script, runs)] if args.nprocs == [1] else [
+        (f"{args.script}, {n} process{'es' if n > 1 else ''}", [r for r in runs if r["nproc"] == n]) for n in args.nprocs]
+    rows += [(results["peer"], peer_runs)] if args.peers else []
     for name, rows_runs in rows:
         print(f"| {name} | {spread(rows_runs, 'steps_to_threshold')} | {spread(rows_runs, 'seconds_to_threshold')} | "
               f"{spread(rows_runs, 'sps')} | {spread(rows_runs, 'peak_rss_mib')} |")

@@ -1,6 +1,7 @@
 import os
 import subprocess
 import sys
+from typing import Optional
 
 import pytest
 import torch
@@ -11,17 +12,19 @@ sys.path[:0] = [ROOT, TESTS]  # `import ppo` and `import user_envs` as a user's 
 torch.set_num_threads(1)  # as the scripts do: these networks are small, and the tests share the cores
 
 
-def run_script(script: str, *flags: str, cwd: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    """Run one of the scripts as a user would, with tests/ importable for the user's own envs."""
-    env = dict(os.environ, PYTHONPATH=TESTS, PYTHONUNBUFFERED="1")
+def run_script(script: str, *flags: str, cwd: str, timeout: float = 120,
+               env: Optional[dict] = None) -> subprocess.CompletedProcess:
+    """Run one of the scripts as a user would, with tests/ importable for the user's own envs and
+    any further environment variables in `env`."""
+    env = dict(os.environ, PYTHONPATH=TESTS, PYTHONUNBUFFERED="1", **(env or {}))
     return subprocess.run([sys.executable, os.path.join(ROOT, script), *flags], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=timeout)
 
 
-def check_usage_error(script: str, flags: list[str], message: str, cwd) -> None:
+def check_usage_error(script: str, flags: list[str], message: str, cwd, env: Optional[dict] = None) -> None:
     """A user's mistake: exit status 2, one line on stderr naming the script and the problem, and
     nothing started (no runs/ directory)."""
-    result = run_script(script, *flags, cwd=str(cwd))
+    result = run_script(script, *flags, cwd=str(cwd), env=env)
     assert result.returncode == 2
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert result.stderr.startswith(f"{script}: error:") and message in result.stderr

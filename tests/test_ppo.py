@@ -17,8 +17,7 @@ from conftest import ROOT, check_help, check_usage_error, read_scalars, run_scri
 
 # ------------------------------------------------------------------------- successor state
 def test_the_successor_of_a_truncated_step_is_the_final_observation_not_the_reset_one():
-    args = ppo.Args(num_envs=2)
-    envs = ppo.make_vec_env(args, ppo.resolve_env_id("user_envs:Counter-v0"), "")
+    envs = ppo.make_vec_env(ppo.resolve_env_id("user_envs:Counter-v0"), 2, False, "")
     envs.reset(seed=0)
     for t in range(1, 6):
         next_obs, _, terminated, truncated, info = envs.step(np.zeros(2, dtype=np.int64))

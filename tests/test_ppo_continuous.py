@@ -29,8 +29,7 @@ IDENTITY = dict(env_id="user_envs:ContinuousIdentityRegistered-v0", num_envs=4, 
 @pytest.mark.parametrize("normalise", [False, True])
 def test_the_successor_of_a_truncated_step_is_the_final_observation_not_the_reset_one(normalise):
     obs_rms = RunningMeanStd(shape=(1,)) if normalise else None
-    envs = pc.make_vec_env(pc.Args(num_envs=2), pc.resolve_env_id("user_envs:ContinuousCounter-v0"),
-                           obs_rms, None, "")
+    envs = pc.make_vec_env(pc.resolve_env_id("user_envs:ContinuousCounter-v0"), 2, obs_rms, None, 0.99, False, "")
     envs.reset(seed=0)
     for t in range(1, 6):
         next_obs, _, terminated, truncated, info = envs.step(np.zeros((2, 1), dtype=np.float32))
@@ -63,7 +62,7 @@ def test_logprob_and_entropy_are_the_normal_ones_summed_over_dimensions():
 def test_the_rollout_stores_the_sampled_action_and_the_env_gets_it_clipped(monkeypatch, runs_dir):
     captured = {}
 
-    def capture_update(agent, optimizer, batch, args):
+    def capture_update(agent, optimizer, batch, args, world_size):
         captured.setdefault("batch", {key: value.clone() for key, value in batch.items()})
         captured.setdefault("agent", copy.deepcopy(agent))
         raise FloatingPointError("stop after the first rollout")
