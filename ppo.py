@@ -486,7 +486,8 @@ def seed_everything(seed: int, deterministic: bool) -> None:
 # mean of the ranks' gradients is the gradient of the loss over the whole minibatch: averaged by
 # an all-reduce, it is the same on every rank, so each takes the same Adam step from the same
 # parameters and they stay identical. Rank 0 alone logs, prints and saves. The flags mean what
-# they mean in one process: --num-envs and the batch are totals over the ranks. Run as a single
+# they mean in one process: --num-envs and the batch are totals over the ranks. One thing differs:
+# --norm-adv normalises the advantages within each rank's share of a minibatch. Run as a single
 # process, none of this does anything.
 def torchrun_ranks() -> tuple[int, int, int]:
     """(rank, local rank on this machine, world size) as torchrun puts them in the environment;
@@ -506,7 +507,7 @@ def join_process_group(rank: int, world_size: int, device: torch.device) -> None
         torch.cuda.set_device(device)
     try:
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=rank, world_size=world_size)
-    except (RuntimeError, ValueError) as e:
+    except (ValueError, dist.DistError) as e:
         raise UsageError(f"cannot join the other processes at {os.environ['MASTER_ADDR']}:"
                          f"{os.environ['MASTER_PORT']}: {str(e).splitlines()[0]}") from None
 
@@ -533,9 +534,9 @@ def gather_from_ranks(obj, world_size: int) -> list:
 
 # ------------------------------------------------------------------------------------ train
 def train(args: Args) -> dict:
-    """Train a PPO agent as `args` say; return the run summary (also written to summary.json).
-    Under torchrun, ranks other than 0 write nothing and return only "interrupted" and "failed"."""
-    rank, local_rank, world_size = torchrun_ranks()  # (0, 0, 1) in a single process
+    """Train a PPO agent as `args` say; return the run summary (also written to summary.json), or
+    None on the ranks other than 0 under torchrun."""
+    rank, local_rank, world_size = torchrun_ranks()
     env_id, obs_dim, num_actions, threshold, device = check_setup(args, local_rank, world_size)
     checkpoint = load_checkpoint(args.resume, obs_dim, num_actions, device) if args.resume else None
     global_step = 0
@@ -548,7 +549,7 @@ def train(args: Args) -> dict:
                              "--total-timesteps to train on")
     if world_size > 1:
         join_process_group(rank, world_size, device)
-    is_main = rank == 0  # the process that logs, prints and saves
+    is_main = rank == 0
 
     seed_everything(args.seed + rank, args.torch_deterministic)  # each rank samples its own actions
     if checkpoint is None:
@@ -571,8 +572,9 @@ def train(args: Args) -> dict:
     if checkpoint is not None:
         agent.load_state_dict(checkpoint["agent"])
         optimizer.load_state_dict(checkpoint["optimizer"])
-    for p in agent.parameters() if world_size > 1 else ():
-        dist.broadcast(p.data, src=0)  # every rank starts from rank 0's parameters
+    if world_size > 1:  # every rank starts from rank 0's parameters
+        for parameter in agent.parameters():
+            dist.broadcast(parameter.data, src=0)
     recent_returns = collections.deque(stats["recent_returns"], maxlen=20)
 
     N, T = args.num_envs // world_size, args.num_steps  # N: the envs of this process
@@ -686,8 +688,8 @@ def train(args: Args) -> dict:
     envs.close()
     if world_size > 1:
         dist.destroy_process_group()
-    if not is_main:  # rank 0 saves, evaluates and reports
-        return {"interrupted": interrupted, "failed": failed}
+    if not is_main:
+        return None
 
     train_seconds = time.perf_counter() - start_time
     wall_seconds = previous_seconds + train_seconds
@@ -790,10 +792,16 @@ if __name__ == "__main__":
         else:
             summary = train(cli_args)
             signal.signal(signal.SIGINT, signal.SIG_IGN)  # the run is over: a late Ctrl-C has nothing to stop
+            if summary is None:  # another rank than 0 under torchrun: rank 0 reports how the run ended
+                sys.exit(0)
             sys.exit(130 if summary["interrupted"] else 1 if summary["failed"] else 0)
     except UsageError as error:
-        if os.environ.get("RANK", "0") == "0":  # under torchrun every rank fails alike: one line is enough
-            print(f"ppo.py: error: {error}", file=sys.stderr)
+        # Under torchrun the processes on one machine share flags, files and packages, so they fail
+        # alike: local rank 0 says why, the others leave it to it (exiting first, they would have
+        # torchrun stop it before it could).
+        if "TORCHELASTIC_RUN_ID" in os.environ and os.environ.get("LOCAL_RANK", "0") != "0":
+            sys.exit(0)
+        print(f"ppo.py: error: {error}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         if os.environ.get("RANK", "0") == "0":

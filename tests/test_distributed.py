@@ -43,7 +43,7 @@ def test_two_ranks_stay_identical_save_once_and_learn_like_one_process_with_all_
     assert {"ppo.pt", "summary.json"} <= set(os.listdir(tmp_path / "runs" / run_dir))
     two_ranks = ranks[0]["summary"]
     assert two_ranks["global_step"] == updates * 8 * 32  # steps of both ranks
-    assert ranks[1]["summary"] == {"interrupted": False, "failed": False}
+    assert ranks[1]["summary"] is None  # rank 0 reports
 
     one_process = ppo.train(ppo.Args(**flags, runs_dir=str(tmp_path / "one")))
     # 2 ranks x 4 envs and 1 process x 8 envs reach 475 within comparable numbers of total steps
@@ -55,15 +55,29 @@ def test_two_ranks_stay_identical_save_once_and_learn_like_one_process_with_all_
 def test_continuous_ranks_share_their_normalisation_statistics(tmp_path):
     total = 2048
     ranks = checked_run(tmp_path, "ppo_continuous", "--env-id", "Pendulum-v1", f"--total-timesteps={total}",
-                        "--num-envs=2", "--num-steps=256", "--num-minibatches=4", "--update-epochs=2",
-                        "--eval-episodes=1")
+                        "--num-envs=2", "--num-steps=256", "--num-minibatches=4", "--update-epochs=4",
+                        "--target-kl=0.0001", "--eval-episodes=1")
     for seen in ranks:
         assert seen["updates"] == total // 512 and seen["parameters_identical"]
+        assert seen["stopped_early"] > 0  # --target-kl stopped updates early, all ranks at the same minibatch
         assert seen["merges"] == 2 * total // 512 and seen["statistics_identical"]  # observations and returns
         *_, obs_count, return_count = seen["merged_counts"]
         assert obs_count > total  # every rank's observations, not half of them
         assert return_count == pytest.approx(total + 1e-4)  # a reward per step of either rank, on top of the prior
     assert [seen["saves"] for seen in ranks] == [1, 0]
+
+
+def test_the_ranks_gradients_are_averaged_into_that_of_the_whole_minibatch(tmp_path):
+    import torchrun_update
+    result = torchrun(2, os.path.join(TESTS, "torchrun_update.py"), str(tmp_path / "two_ranks.pt"), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    two_ranks = torch.load(tmp_path / "two_ranks.pt")
+    agent, rollout = torchrun_update.agent_and_rollout()
+    before = {key: value.clone() for key, value in agent.state_dict().items()}
+    torchrun_update.one_step(agent, rollout, world_size=1)
+    for key, value in agent.state_dict().items():
+        assert not torch.equal(value, before[key])  # the step moved every parameter
+        torch.testing.assert_close(two_ranks[key], value, rtol=1e-5, atol=1e-7)
 
 
 def test_merged_statistics_equal_those_of_all_the_values_seen_in_one_place():
@@ -93,7 +107,9 @@ def test_ctrl_c_under_torchrun_saves_once_and_one_process_resumes(tmp_path):
     assert process.stdout.readline().startswith("PPO on CartPole-v1")
     time.sleep(2.0)
     os.killpg(process.pid, signal.SIGINT)  # as Ctrl-C in a terminal: to torchrun, which passes it on
+    interrupted = time.monotonic()
     stdout, stderr = process.communicate(timeout=60)
+    assert time.monotonic() - interrupted < 20  # all ranks stopped; torchrun kills those left after 30 s
     assert "interrupted at step" in stdout and stdout.count("continue with --resume") == 1
     (run_dir,) = os.listdir(tmp_path / "runs")
     checkpoint_path = tmp_path / "runs" / run_dir / "ppo.pt"
@@ -105,6 +121,17 @@ def test_ctrl_c_under_torchrun_saves_once_and_one_process_resumes(tmp_path):
                         "--eval-episodes", "1", cwd=str(tmp_path))
     assert result.returncode == 0, result.stderr
     assert json.load(open(tmp_path / "runs" / run_dir / "summary.json"))["global_step"] == target
+
+
+def test_a_non_finite_loss_stops_every_rank_and_rank_0_still_reports(tmp_path):
+    result = torchrun(2, os.path.join(ROOT, "ppo.py"), "--env-id", "user_envs:NaNReward", "--total-timesteps",
+                      "20000", cwd=tmp_path, timeout=120)
+    assert result.returncode != 0 and result.stderr.count("ppo.py: error: training stopped") == 1
+    (run_dir,) = os.listdir(tmp_path / "runs")
+    summary = json.load(open(tmp_path / "runs" / run_dir / "summary.json"))  # written, not cut short by torchrun
+    assert summary["failed"] and summary["global_step"] < 20000
+    checkpoint = torch.load(tmp_path / summary["checkpoint"], weights_only=False)
+    assert all(torch.isfinite(w).all() for w in checkpoint["agent"].values())
 
 
 TORCHRUN_ENV = {"RANK": "0", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29599"}

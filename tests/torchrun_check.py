@@ -22,7 +22,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 out_dir, module_name, flags = sys.argv[1], sys.argv[2], sys.argv[3:]
 script = importlib.import_module(module_name)
 rank = int(os.environ["RANK"])
-seen = {"updates": 0, "parameters_identical": True, "merges": 0, "statistics_identical": True,
+seen = {"updates": 0, "stopped_early": 0, "parameters_identical": True, "merges": 0, "statistics_identical": True,
         "saves": 0, "merged_counts": []}
 
 
@@ -36,6 +36,7 @@ def checked_update(agent, optimizer, batch, args, world_size=1):
     result = ppo_update(agent, optimizer, batch, args, world_size)
     flat = torch.cat([p.detach().reshape(-1).cpu() for p in agent.parameters()])
     seen["updates"] += 1
+    seen["stopped_early"] += result["stopped_early"]
     seen["parameters_identical"] &= same_on_every_rank(flat)
     return result
 
