@@ -43,6 +43,7 @@ Example:
 """
 
 import collections
+import gc
 import importlib
 import itertools
 import json
@@ -688,6 +689,7 @@ def train(args: Args) -> dict:
     envs.close()
     if world_size > 1:
         dist.destroy_process_group()
+        gc.collect()  # now: left in reference cycles until the interpreter exits, its remains can abort it (gloo)
     if not is_main:
         return None
 

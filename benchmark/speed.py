@@ -73,9 +73,9 @@ def timed(command: list[str]) -> float:
 def run_ours(args: Args, seed: int, runs_dir: str, nproc: int = 1) -> tuple[dict, str]:
     """One run of our script, in nproc processes; its numbers and the path of its summary.json."""
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc)]
-    command = [*(launcher if nproc > 1 else [sys.executable]), os.path.join(ROOT, args.script), "--env-id",
-               args.env_id, "--seed", str(seed), "--runs-dir", runs_dir, "--no-save-model", "--no-cuda",  # SB3 runs on the CPU too
-               *shlex.split(args.extra)]
+    command = [*(launcher if nproc > 1 else [sys.executable]), os.path.join(ROOT, args.script),
+               "--env-id", args.env_id, "--seed", str(seed), "--runs-dir", runs_dir, "--no-save-model",
+               "--no-cuda", *shlex.split(args.extra)]  # --no-cuda: SB3 runs on the CPU too
     peak_mib = timed(command)
     (path,) = glob.glob(os.path.join(runs_dir, "*", "summary.json"))
     with open(path) as f:
@@ -155,7 +155,8 @@ def main(args: Args) -> None:
     print("| run | steps to threshold | seconds to threshold | steps/s | peak memory (MiB) |")
     print("|---|---|---|---|---|")
     rows = [(args.script, runs)] if args.nprocs == [1] else [
-        (f"{args.script}, {n} process{'es' if n > 1 else ''}", [r for r in runs if r["nproc"] == n]) for n in args.nprocs]
+        (f"{args.script}, {n} process{'es' if n > 1 else ''}", [r for r in runs if r["nproc"] == n])
+        for n in args.nprocs]
     rows += [(results["peer"], peer_runs)] if args.peers else []
     for name, rows_runs in rows:
         print(f"| {name} | {spread(rows_runs, 'steps_to_threshold')} | {spread(rows_runs, 'seconds_to_threshold')} | "
