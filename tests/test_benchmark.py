@@ -315,6 +315,18 @@ def test_speed_records_each_seed_run_alone(tmp_path):
     assert "| ppo.py | not reached | not reached |" in result.stdout
 
 
+def test_speed_runs_a_seed_in_one_process_then_in_two(tmp_path):
+    result = bench("speed.py", "--script", "ppo.py", "--seeds", "1", "--nprocs", "1", "2", "--out", str(tmp_path),
+                   "--extra=--total-timesteps 512 --eval-episodes 1")
+    assert result.returncode == 0, result.stderr
+    with open(tmp_path / "ppo_CartPole-v1_nprocs1-2.json") as f:
+        runs = json.load(f)["runs"]
+    assert [(r["seed"], r["nproc"], r["global_step"]) for r in runs] == [(1, 1, 512), (1, 2, 512)]
+    assert "| ppo.py, 1 process |" in result.stdout and "| ppo.py, 2 processes |" in result.stdout
+
+
 def test_speed_peers_only_for_scripts_sb3_has():
     result = bench("speed.py", "--script", "reinforce.py", "--peers")
     assert result.returncode == 2 and "SB3 has no counterpart of reinforce.py" in result.stderr
+    result = bench("speed.py", "--script", "a2c.py", "--nprocs", "1", "2")
+    assert result.returncode == 2 and "a2c.py runs in one process" in result.stderr
