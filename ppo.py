@@ -534,7 +534,7 @@ def gather_from_ranks(obj, world_size: int) -> list:
 
 
 # ------------------------------------------------------------------------------------ train
-def train(args: Args) -> dict:
+def train(args: Args) -> Optional[dict]:
     """Train a PPO agent as `args` say; return the run summary (also written to summary.json), or
     None on the ranks other than 0 under torchrun."""
     rank, local_rank, world_size = torchrun_ranks()

@@ -583,7 +583,7 @@ def merge_running_stats(rms: RunningMeanStd, before: tuple, per_rank: list[tuple
 
 
 # ------------------------------------------------------------------------------------ train
-def train(args: Args) -> dict:
+def train(args: Args) -> Optional[dict]:
     """Train a PPO agent as `args` say; return the run summary (also written to summary.json), or
     None on the ranks other than 0 under torchrun."""
     rank, local_rank, world_size = torchrun_ranks()
