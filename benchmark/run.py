@@ -269,6 +269,7 @@ if __name__ == "__main__":
     cli_args = tyro.cli(Args, description=__doc__.split("\n\n")[0])
     cli_args.runs_dir, cli_args.config = os.path.abspath(cli_args.runs_dir), os.path.abspath(cli_args.config)
     signal.signal(signal.SIGTERM, raise_interrupt)  # as Ctrl-C: the jobs save checkpoints
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # also when started with SIGINT ignored (`cmd &`)
     try:
         sys.exit(main(cli_args))
     except UsageError as error:
