@@ -336,6 +336,7 @@ def ppo_update(agent: Agent, optimizer: torch.optim.Optimizer, batch: dict, args
             loss = pg_loss - args.ent_coef * entropy + args.vf_coef * v_loss
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            # approx_kl is already the mean over ranks with --target-kl; averaging it again changes nothing
             diagnostics = torch.stack([loss, pg_loss, v_loss, entropy, approx_kl, clipfrac]).detach()
             average_over_ranks_([diagnostics, *(p.grad for p in params)], world_size)
             if not torch.isfinite(diagnostics[0]):
@@ -689,7 +690,7 @@ def train(args: Args) -> Optional[dict]:
     envs.close()
     if world_size > 1:
         dist.destroy_process_group()
-        gc.collect()  # now: left in reference cycles until the interpreter exits, its remains can abort it (gloo)
+        gc.collect()  # free the group's leftovers now: freed at interpreter exit, they sometimes aborted a rank
     if not is_main:
         return None
 

@@ -363,6 +363,7 @@ def ppo_update(agent: Agent, optimizer: torch.optim.Optimizer, batch: dict, args
             loss = pg_loss - args.ent_coef * entropy + args.vf_coef * v_loss
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            # approx_kl is already the mean over ranks with --target-kl; averaging it again changes nothing
             diagnostics = torch.stack([loss, pg_loss, v_loss, entropy, approx_kl, clipfrac]).detach()
             average_over_ranks_([diagnostics, *(p.grad for p in params)], world_size)
             if not torch.isfinite(diagnostics[0]):
@@ -516,9 +517,9 @@ def seed_everything(seed: int, deterministic: bool) -> None:
 # an all-reduce, it is the same on every rank, so each takes the same Adam step from the same
 # parameters and they stay identical. Rank 0 alone logs, prints and saves. The flags mean what
 # they mean in one process: --num-envs and the batch are totals over the ranks. One thing differs:
-# --norm-adv normalises the advantages within each rank's share of a minibatch. Run as a single
-# process, none of this does anything. After each update the ranks' normalisation statistics are
-# merged, so that every rank begins the next rollout with the statistics of all the envs.
+# --norm-adv normalises the advantages within each rank's share of a minibatch. After each update
+# the ranks' normalisation statistics are merged, so that every rank begins the next rollout with
+# the statistics of all the envs. Run as a single process, none of this does anything.
 def torchrun_ranks() -> tuple[int, int, int]:
     """(rank, local rank on this machine, world size) as torchrun puts them in the environment;
     (0, 0, 1) for a single process. Raise UsageError for an environment torchrun did not set up."""
@@ -755,7 +756,7 @@ def train(args: Args) -> Optional[dict]:
     envs.close()
     if world_size > 1:
         dist.destroy_process_group()
-        gc.collect()  # now: left in reference cycles until the interpreter exits, its remains can abort it (gloo)
+        gc.collect()  # free the group's leftovers now: freed at interpreter exit, they sometimes aborted a rank
     if not is_main:
         return None
 

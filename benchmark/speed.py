@@ -8,8 +8,8 @@ followed at once by SB3's PPO or A2C, or sb3-contrib's TRPO, with our run's sett
 (benchmark/sb3_train.py): the two alternate, seed by seed, so a machine that slows down or speeds up
 during the session slows both. Writes the raw per-run results as JSON and prints a markdown table
 with the median and min-max over seeds, and the ratios of the medians. With --nprocs (ppo.py and
-ppo_continuous.py), each seed runs once with each number of processes, in turn, under torchrun; the
-peak memory is then that of the largest process.
+ppo_continuous.py), each seed runs once with each number of processes, in turn, under torchrun for
+more than one; the peak memory is then that of the largest process.
 
     python benchmark/speed.py --script ppo.py --env-id CartPole-v1 --seeds 1 2 3
     python benchmark/speed.py --script ppo.py --env-id CartPole-v1 --nprocs 1 2
@@ -52,7 +52,7 @@ class Args:
     peers: bool = False
     """also run SB3's counterpart with the same settings, alternating with ours (needs requirements-bench.txt)"""
     nprocs: list[int] = field(default_factory=lambda: [1])
-    """numbers of processes to compare; more than one runs under torchrun, each seed with each number in turn"""
+    """numbers of processes to compare, each seed with each number in turn; a number above 1 runs under torchrun"""
     out: str = "benchmark/results/speed"
     """folder for the raw results (one JSON file per script and env)"""
 
