@@ -8,6 +8,7 @@ to OUT. Averaged over the ranks, the gradient is that of one process on the whol
 parameters must match one process's step on all 64 samples.
 """
 
+import gc
 import os
 import sys
 
@@ -46,3 +47,4 @@ if __name__ == "__main__":
     if rank == 0:
         torch.save(agent.state_dict(), sys.argv[1])
     dist.destroy_process_group()
+    gc.collect()  # as in ppo.py's train(): freed only at interpreter exit, the group's leftovers can abort a rank
