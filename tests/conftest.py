@@ -1,6 +1,8 @@
+import json
 import os
 import subprocess
 import sys
+import types
 from typing import Optional
 
 import pytest
@@ -51,3 +53,43 @@ def read_scalars(run_dir: str, tag: str) -> list[tuple[int, float]]:
 @pytest.fixture
 def runs_dir(tmp_path):
     return str(tmp_path / "runs")
+
+
+# ------------------------------------------------------------------------------ learning tests
+# A test that asserts what training reached (a return, a step count, a KL) must hold on any CPU,
+# where the same seed follows another trajectory. Its budget and bound are chosen from many seeds on
+# one machine, with a margin below the worst (../shared/CONVENTIONS.md, "Determinism and learning
+# tests"). benchmark/learning_bounds.py reruns every such test over a range of seeds: it sets
+# LEARNING_SEEDS (e.g. "1-20") to replace each test's own seeds, and LEARNING_RECORD to a file that
+# collects what every run reached, written before the test asserts anything.
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "learning: asserts what training reached; its bound was chosen over seeds "
+                                       "(benchmark/learning_bounds.py)")
+
+
+def learning_seeds(*seeds: int) -> list[int]:
+    """The seeds a learning test trains with: its own, or those of LEARNING_SEEDS during a sweep."""
+    sweep = os.environ.get("LEARNING_SEEDS")
+    if not sweep:
+        return list(seeds)
+    first, _, last = sweep.partition("-")
+    return list(range(int(first), int(last or first) + 1))
+
+
+@pytest.fixture
+def record_learning(request):
+    """record(seed, **reached): during a sweep, one JSON line per run in LEARNING_RECORD; otherwise nothing."""
+    path = os.environ.get("LEARNING_RECORD")
+    params = getattr(request.node, "callspec", None)
+    params = {name: value.__name__ if isinstance(value, types.ModuleType) else value
+              for name, value in (params.params.items() if params else ()) if name != "seed"}
+
+    def record(seed: int, **reached) -> None:
+        if path:
+            reached = {name: value.item() if hasattr(value, "item") else value for name, value in reached.items()}
+            line = {"test": f"{request.node.path.name}::{request.node.originalname}", "params": params,
+                    "seed": seed, **reached}
+            with open(path, "a") as f:  # one short write per line: safe with several pytest workers
+                f.write(json.dumps(line, default=str) + "\n")
+    return record

@@ -13,7 +13,7 @@ from gymnasium.wrappers.utils import RunningMeanStd
 
 import ppo
 import ppo_continuous
-from conftest import ROOT, TESTS, check_usage_error, run_script
+from conftest import ROOT, TESTS, check_usage_error, learning_seeds, run_script
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone"]  # --standalone: a free port of its own
 
@@ -32,31 +32,46 @@ def checked_run(tmp_path, script: str, *flags: str) -> list[dict]:
     return [json.load(open(tmp_path / f"rank{rank}.json")) for rank in range(2)]
 
 
-def test_two_ranks_stay_identical_save_once_and_learn_like_one_process_with_all_the_envs(tmp_path):
-    flags = dict(total_timesteps=30_000, num_envs=8, eval_episodes=3)  # with a constant learning rate: a short run
-    ranks = checked_run(tmp_path, "ppo", "--no-anneal-lr", *(f"--{k.replace('_', '-')}={v}" for k, v in flags.items()))
-    updates = -(-flags["total_timesteps"] // (8 * 32))
+@pytest.mark.learning
+@pytest.mark.parametrize("seed", learning_seeds(1))
+def test_two_ranks_stay_identical_save_once_and_learn_like_one_process_with_all_the_envs(seed, tmp_path,
+                                                                                         record_learning):
+    """Seeds 1-20 here (AMD EPYC): 20 of 20 greedy steps on target on every seed, for two ranks and
+    for one process alike (bound: 18). CartPole-v1, as this test had it before with 50k steps at a
+    constant learning rate, left two ranks short of 475 on one of seeds 1-17 and the ratio of steps
+    at 0.70-2.0 (benchmark/results/tuning/learning_tests_two_ranks_cartpole_50k.jsonl): too noisy
+    for one seed, so CartPole is compared over seeds in benchmark/distributed.sh."""
+    flags = dict(env_id="user_envs:IdentityRegistered-v0", total_timesteps=4096, num_envs=8, eval_episodes=10,
+                 seed=seed)
+    ranks = checked_run(tmp_path, "ppo", *(f"--{k.replace('_', '-')}={v}" for k, v in flags.items()))
+    updates = flags["total_timesteps"] // (8 * 32)
     for seen in ranks:
         assert seen["updates"] == updates and seen["parameters_identical"]
     assert [seen["saves"] for seen in ranks] == [1, 0]  # rank 0 alone, once, at the end
     (run_dir,) = os.listdir(tmp_path / "runs")  # one run directory, with one checkpoint and summary
     assert {"ppo.pt", "summary.json"} <= set(os.listdir(tmp_path / "runs" / run_dir))
     two_ranks = ranks[0]["summary"]
-    assert two_ranks["global_step"] == updates * 8 * 32  # steps of both ranks
+    assert two_ranks["global_step"] == flags["total_timesteps"]  # steps of both ranks
     assert ranks[1]["summary"] is None  # rank 0 reports
 
-    one_process = ppo.train(ppo.Args(**flags, anneal_lr=False, runs_dir=str(tmp_path / "one")))
-    # 2 ranks x 4 envs and 1 process x 8 envs reach 475 within comparable numbers of total steps
-    assert two_ranks["steps_to_threshold"] is not None and one_process["steps_to_threshold"] is not None
-    assert 0.5 < two_ranks["steps_to_threshold"] / one_process["steps_to_threshold"] < 2.0
-    assert two_ranks["eval_return"] >= 475
+    one_process = ppo.train(ppo.Args(**flags, runs_dir=str(tmp_path / "one")))
+    record_learning(seed, two_ranks_eval_return=two_ranks["eval_return"],
+                    one_process_eval_return=one_process["eval_return"])
+    # 2 ranks x 4 envs learn what 1 process x 8 envs learns, in as many steps: the greedy action
+    # is the shown target in more than 90% of the 20 steps of an episode
+    assert two_ranks["eval_return"] > 0.9 * 20 and one_process["eval_return"] > 0.9 * 20
 
 
-def test_continuous_ranks_share_their_normalisation_statistics(tmp_path):
+@pytest.mark.learning
+@pytest.mark.parametrize("seed", learning_seeds(1))
+def test_continuous_ranks_share_their_normalisation_statistics(seed, tmp_path, record_learning):
+    """Seeds 1-20 here (AMD EPYC): --target-kl stopped 2-4 of the 4 updates early (at least one
+    asserted); with 1e-4 instead of 1e-5, seed 7 never stopped."""
     total = 2048
     ranks = checked_run(tmp_path, "ppo_continuous", "--env-id", "Pendulum-v1", f"--total-timesteps={total}",
                         "--num-envs=2", "--num-steps=256", "--num-minibatches=4", "--update-epochs=4",
-                        "--target-kl=0.0001", "--eval-episodes=1")
+                        "--target-kl=0.00001", "--eval-episodes=1", f"--seed={seed}")
+    record_learning(seed, updates_stopped_early=ranks[0]["stopped_early"])
     for seen in ranks:
         assert seen["updates"] == total // 512 and seen["parameters_identical"]
         assert seen["stopped_early"] > 0  # --target-kl stopped updates early, all ranks at the same minibatch

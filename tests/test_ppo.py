@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import ppo
-from conftest import ROOT, check_help, check_usage_error, read_scalars, run_script
+from conftest import ROOT, check_help, check_usage_error, learning_seeds, read_scalars, run_script
 
 
 # ------------------------------------------------------------------------- successor state
@@ -86,12 +86,16 @@ def test_ratio_is_exactly_one_on_the_first_minibatch_only(monkeypatch):
     assert not torch.equal(ratios[-1], torch.ones_like(ratios[-1]))  # later ones have
 
 
-def test_target_kl_stops_the_epochs_early():
-    torch.manual_seed(0)
+@pytest.mark.learning
+@pytest.mark.parametrize("seed", learning_seeds(0))
+def test_target_kl_stops_the_epochs_early(seed, record_learning):
+    """Seeds 1-20 here (AMD EPYC), and its own 0: every one stopped in the first epoch (bound: 10)."""
+    torch.manual_seed(seed)
     agent = ppo.Agent(4, 2)
     optimizer = torch.optim.Adam(agent.parameters(), lr=5e-2, eps=1e-5)
-    stats = ppo.ppo_update(agent, optimizer, fake_rollout(agent),
+    stats = ppo.ppo_update(agent, optimizer, fake_rollout(agent, seed=seed),
                            ppo.Args(num_minibatches=4, update_epochs=10, target_kl=1e-4))
+    record_learning(seed, epochs=stats["epochs"], stopped_early=stats["stopped_early"])
     assert stats["stopped_early"] and 1 <= stats["epochs"] < 10
     assert "policy_loss" in stats and "approx_kl" in stats  # losses of the last epoch that stepped
 
@@ -104,17 +108,31 @@ def test_value_clipping_takes_the_larger_error():
 
 
 # ----------------------------------------------------------------------------------- learning
-def test_learns_cartpole_with_defaults(runs_dir):
-    summary = ppo.train(ppo.Args(seed=1, runs_dir=runs_dir, eval_episodes=3))
+@pytest.mark.learning
+@pytest.mark.parametrize("seed", learning_seeds(1))
+def test_learns_cartpole_with_defaults(seed, runs_dir, record_learning):
+    """The defaults (100k steps) reach 475 and end there.
+
+    Seeds 1-20 here (AMD EPYC): 475 reached at 14.5k-28.4k steps (median 19.4k), 3.5 times within
+    the budget for the worst; final and evaluation returns 500 on every seed."""
+    summary = ppo.train(ppo.Args(seed=seed, runs_dir=runs_dir, eval_episodes=3))
+    record_learning(seed, steps_to_threshold=summary["steps_to_threshold"], final_return=summary["final_return"],
+                    eval_return=summary["eval_return"])
     assert summary["global_step"] <= 100_000 + 256
     assert summary["steps_to_threshold"] is not None and summary["steps_to_threshold"] <= 100_000
     assert summary["final_return"] >= 475
     assert summary["eval_return"] >= 475
 
 
-def test_learns_an_identity_env_in_a_few_thousand_steps(runs_dir):
+@pytest.mark.learning
+@pytest.mark.parametrize("seed", learning_seeds(1))
+def test_learns_an_identity_env_in_a_few_thousand_steps(seed, runs_dir, record_learning):
+    """Greedy picks the shown target in more than 90% of an episode's 20 steps (chance: 25%).
+
+    Seeds 1-20 here (AMD EPYC): 20 of 20 on every seed."""
     summary = ppo.train(ppo.Args(env_id="user_envs:IdentityRegistered-v0", total_timesteps=4096,
-                                 seed=3, runs_dir=runs_dir, eval_episodes=10))
+                                 seed=seed, runs_dir=runs_dir, eval_episodes=10))
+    record_learning(seed, eval_return=summary["eval_return"])
     assert summary["eval_return"] > 0.9 * 20  # greedy picks the shown target > 90% of the time
 
 

@@ -20,7 +20,7 @@ import torch.nn as nn
 
 import reinforce as rf
 import reinforce_baseline as rb
-from conftest import ROOT, check_help, check_usage_error, read_scalars, run_script
+from conftest import ROOT, check_help, check_usage_error, learning_seeds, read_scalars, run_script
 from user_envs import ContinuousIdentity, TwoStepChain
 
 CPU = torch.device("cpu")
@@ -90,14 +90,18 @@ def exact_return_and_values(policy):
     return J, torch.stack([J, second[1], second[2]]).detach()
 
 
+# The tests of the estimator share one set of samples per seed (a module-scoped parameter).
+SAMPLES_SEEDS = pytest.mark.parametrize("seed", learning_seeds(0), scope="module")
+
+
 @pytest.fixture(scope="module")
-def gradient_samples():
+def gradient_samples(seed):
     """The estimates ĝ of many independent batches of 10 episodes, each weighted four ways."""
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     policy = tabular_policy(rf)
     J, values = exact_return_and_values(policy)
     (exact,) = torch.autograd.grad(J, policy.actor.weight)
-    envs = vector_env(TwoStepChain)
+    envs = vector_env(TwoStepChain, seed=seed)
     samples = {"whole return": [], "reward-to-go": [], "zero baseline": [], "V baseline": []}
     for _ in range(1000):
         episodes = rf.collect_batch(envs, policy, 20, CPU)["episodes"]
@@ -119,41 +123,64 @@ def gradient_samples():
     return exact.flatten(), {name: torch.stack(g) for name, g in samples.items()}
 
 
+@pytest.mark.learning
+@SAMPLES_SEEDS
 @pytest.mark.parametrize("weighting", ["whole return", "reward-to-go", "V baseline"])
-def test_the_mean_estimate_is_the_exact_gradient(gradient_samples, weighting):
+def test_the_mean_estimate_is_the_exact_gradient(seed, gradient_samples, weighting, record_learning):
+    """Each component of the mean of 1,000 estimates lies within 4 standard errors of ∇J.
+
+    Statistical: a component beyond 4 standard errors has a chance of 6e-5. Seeds 1-20 here (AMD
+    EPYC), each weighting: the largest error of any component was 2.7 standard errors."""
     exact, samples = gradient_samples
     g = samples[weighting]
     standard_error = g.std(dim=0) / len(g) ** 0.5
+    record_learning(seed, largest_error_in_standard_errors=((g.mean(dim=0) - exact).abs() / standard_error).max())
     assert exact.abs().min() > 0.05  # every component of ∇J is far from 0, so "equal" is a real check
     assert ((g.mean(dim=0) - exact).abs() < 4 * standard_error).all(), (g.mean(dim=0), exact, standard_error)
 
 
-def test_reward_to_go_has_lower_variance_than_the_whole_return(gradient_samples):
+@pytest.mark.learning
+@SAMPLES_SEEDS
+def test_reward_to_go_has_lower_variance_than_the_whole_return(seed, gradient_samples, record_learning):
+    """Seeds 1-20 here (AMD EPYC): the ratio of the variances was 0.65-0.69 (median 0.67), against a
+    bound of 0.8."""
     _, samples = gradient_samples
     whole, to_go = (samples[name].var(dim=0).sum() for name in ("whole return", "reward-to-go"))
+    record_learning(seed, variance_ratio=to_go / whole)
     assert to_go < 0.8 * whole, (to_go, whole)
 
 
-def test_a_state_value_baseline_lowers_the_variance_and_a_zero_one_changes_nothing(gradient_samples):
+@pytest.mark.learning
+@SAMPLES_SEEDS
+def test_a_state_value_baseline_lowers_the_variance_and_a_zero_one_changes_nothing(seed, gradient_samples,
+                                                                                   record_learning):
+    """Seeds 1-20 here (AMD EPYC): the ratio of the variances was 0.066-0.083 (12-15 times lower),
+    against a bound of 0.5."""
     _, samples = gradient_samples
     assert torch.equal(samples["zero baseline"], samples["reward-to-go"])
     plain, baseline = (samples[name].var(dim=0).sum() for name in ("reward-to-go", "V baseline"))
+    record_learning(seed, variance_ratio=baseline / plain)
     print(f"variance of ĝ, summed over components: reward-to-go {plain:.3f}, with V(s) baseline "
           f"{baseline:.3f}: {plain / baseline:.1f}x lower")
     assert baseline < 0.5 * plain, (baseline, plain)
 
 
-def test_the_regression_steps_fit_the_baseline_to_the_returns():
-    torch.manual_seed(0)
+@pytest.mark.learning
+@pytest.mark.parametrize("seed", learning_seeds(0))
+def test_the_regression_steps_fit_the_baseline_to_the_returns(seed, record_learning):
+    """Seeds 1-20 here (AMD EPYC), and its own 0: the fitted V(s) was at most 0.063 from the exact
+    values (bound: 0.15); the explained variance before the fit at most 0.24 (bound: 0.5)."""
+    torch.manual_seed(seed)
     policy = tabular_policy(rb)
     _, values = exact_return_and_values(policy)
     baseline = rb.mlp(3, 1, out_std=1.0)
     optimizer = torch.optim.Adam(policy.parameters(), lr=1e-8)  # the policy all but stands still
     baseline_optimizer = torch.optim.Adam(baseline.parameters(), lr=1e-2)
-    batch = rb.collect_batch(vector_env(TwoStepChain), policy, 4000, CPU)
+    batch = rb.collect_batch(vector_env(TwoStepChain, seed=seed), policy, 4000, CPU)
     args = rb.Args(gamma=1.0, vf_iters=300)
     losses = rb.reinforce_update(policy, baseline, optimizer, baseline_optimizer, batch, args, CPU)
     fitted = baseline(torch.eye(3)).squeeze(-1).detach()
+    record_learning(seed, largest_error=(fitted - values).abs().max(), explained_variance=losses["explained_variance"])
     assert torch.allclose(fitted, values, atol=0.15), (fitted, values)
     assert losses["explained_variance"] < 0.5  # measured with V_φ before the fit: a fresh network knows nothing
 
@@ -241,21 +268,35 @@ def test_the_batch_stores_the_sampled_action_and_the_env_gets_it_clipped(module)
 
 
 # ----------------------------------------------------------------------------------- learning
+@pytest.mark.learning
+@pytest.mark.parametrize("seed", learning_seeds(1))
 @BOTH
-def test_learns_cartpole_within_a_small_budget(module, runs_dir):
-    summary = module.train(module.Args(seed=1, total_timesteps=30_000, runs_dir=runs_dir, save_model=False,
+def test_learns_cartpole_within_a_small_budget(module, seed, runs_dir, record_learning):
+    """40k steps of the defaults: the last 20 episodes average at least 100 for reinforce.py, 200 with
+    the baseline (a random policy: 23).
+
+    Seeds 1-20 here (AMD EPYC): reinforce.py min 163, median 406; reinforce_baseline.py min 358,
+    median 437. The bounds are 61% and 56% of the worst seed's return."""
+    summary = module.train(module.Args(seed=seed, total_timesteps=40_000, runs_dir=runs_dir, save_model=False,
                                        eval_episodes=3))
-    # A random policy lasts about 22 steps.
-    assert summary["final_return"] >= 150, summary["final_return"]
+    record_learning(seed, final_return=summary["final_return"])
+    bound = 100 if module is rf else 200
+    assert summary["final_return"] >= bound, summary["final_return"]
 
 
+@pytest.mark.learning
+@pytest.mark.parametrize("seed", learning_seeds(1))
 @BOTH
-def test_learns_a_continuous_identity_env(module, runs_dir):
+def test_learns_a_continuous_identity_env(module, seed, runs_dir, record_learning):
+    """Acting with the mean 0 scores about -3.3 per episode; hitting the targets scores 0.
+
+    Seeds 1-20 here (AMD EPYC): reinforce.py min -0.32, median -0.13; reinforce_baseline.py min
+    -0.19, median -0.12. The bound -1.0 is three times the worst."""
     args = module.Args(env_id="user_envs:ContinuousIdentityRegistered-v0", gamma=0.0, batch_steps=400,
-                       learning_rate=1e-2, total_timesteps=40_000, seed=1, runs_dir=runs_dir, save_model=False)
+                       learning_rate=1e-2, total_timesteps=40_000, seed=seed, runs_dir=runs_dir, save_model=False)
     summary = module.train(args)
-    # Acting with the mean 0 scores about -3.3 per episode; hitting the targets scores 0.
-    assert summary["eval_return"] > -0.5, summary["eval_return"]
+    record_learning(seed, eval_return=summary["eval_return"])
+    assert summary["eval_return"] > -1.0, summary["eval_return"]
 
 
 # ---------------------------------------------------------------------- determinism and files

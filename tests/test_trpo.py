@@ -18,7 +18,7 @@ import torch
 from torch.distributions import Categorical, Normal, kl_divergence
 
 import trpo
-from conftest import ROOT, check_help, check_usage_error, read_scalars, run_script
+from conftest import ROOT, check_help, check_usage_error, learning_seeds, read_scalars, run_script
 
 SPACES = {"categorical": gym.spaces.Discrete(3), "gaussian": gym.spaces.Box(-1.0, 1.0, (2,))}
 
@@ -255,9 +255,16 @@ def test_no_direction_to_step_in_leaves_the_policy_unchanged(case):
     assert all(torch.equal(tensor, state[name]) for name, tensor in agent.state_dict().items())
 
 
-def test_the_update_fits_the_critic_and_leaves_it_out_of_the_policy_step():
-    torch.manual_seed(0)
+@pytest.mark.learning
+@pytest.mark.parametrize("seed", learning_seeds(0))
+def test_the_update_fits_the_critic_and_leaves_it_out_of_the_policy_step(seed, record_learning):
+    """Seeds 1-20 here (AMD EPYC), and its own 0: after the fit the loss was 0.125-0.127, its least
+    being 0.125 (bound: 0.15, from 0.25 before the fit)."""
+    torch.manual_seed(seed)
     agent = trpo.Agent(1, gym.spaces.Discrete(2))
+    with torch.no_grad():  # V(s) = 0 to start with, whatever the seed: far from the mean return 0.5
+        agent.critic[-1].weight.zero_()
+        agent.critic[-1].bias.zero_()
     rollout = {"obs": torch.ones(8, 2, 1), "next_obs": torch.ones(8, 2, 1),
                "actions": torch.tensor([[0, 1]] * 8), "rewards": torch.tensor([[1.0, 0.0]] * 8),
                "terminations": torch.ones(8, 2), "truncations": torch.zeros(8, 2)}
@@ -272,8 +279,11 @@ def test_the_update_fits_the_critic_and_leaves_it_out_of_the_policy_step():
     first = trpo.trpo_update(agent, optimizer, rollout, trpo.Args(critic_epochs=50, num_minibatches=4))
     assert first["step_accepted"] == 1.0 and probability() > before  # arm 0 pays 1, arm 1 pays 0
     assert not all(torch.equal(a, b) for a, b in zip(critic_before, agent.critic.parameters()))
+    assert first["value_loss"] == pytest.approx(0.25)  # ½ E[(0 - R̂)²] with R̂ = r ∈ {0, 1}: before the fit
     second = trpo.trpo_update(agent, optimizer, rollout, trpo.Args(critic_epochs=1))
-    assert second["value_loss"] < first["value_loss"]  # V(s) moved toward the mean return 0.5
+    record_learning(seed, value_after_fit=agent.value(torch.ones(1)).item(), second_value_loss=second["value_loss"])
+    # After the fit V(s) is near the mean return 0.5, where the loss is 0.125, its least.
+    assert second["value_loss"] < 0.15, second["value_loss"]
 
 
 def test_a_rollout_of_one_transition_leaves_the_policy_alone_and_fits_the_critic():
@@ -291,20 +301,30 @@ def test_a_rollout_of_one_transition_leaves_the_policy_alone_and_fits_the_critic
 
 
 # ----------------------------------------------------------------------------------- learning
-def test_learns_cartpole_within_a_small_budget(runs_dir):
-    summary = trpo.train(trpo.Args(seed=1, total_timesteps=20_000, runs_dir=runs_dir, save_model=False,
+@pytest.mark.learning
+@pytest.mark.parametrize("seed", learning_seeds(1))
+def test_learns_cartpole_within_a_small_budget(seed, runs_dir, record_learning):
+    """20k steps of the defaults: the last 20 episodes average at least 100 (a random policy: 23);
+    no accepted step ever left the trust region.
+
+    Seeds 1-20 here (AMD EPYC): min 204, median 341. The bound is half the worst seed's return."""
+    summary = trpo.train(trpo.Args(seed=seed, total_timesteps=20_000, runs_dir=runs_dir, save_model=False,
                                    eval_episodes=3))
-    # A random policy lasts about 22 steps; seeds 1, 2, 3 score 338, 300 and 359 here.
-    assert summary["final_return"] >= 200, summary["final_return"]
+    record_learning(seed, final_return=summary["final_return"], largest_kl_after_step=summary["largest_kl_after_step"])
+    assert summary["final_return"] >= 100, summary["final_return"]
     assert 0 < summary["largest_kl_after_step"] <= 0.01 * (1 + 1e-6)
 
 
-def test_learns_a_continuous_toy_env(runs_dir):
+@pytest.mark.learning
+@pytest.mark.parametrize("seed", learning_seeds(1))
+def test_learns_a_continuous_toy_env(seed, runs_dir, record_learning):
+    """Acting with the mean 0 scores about -3.3 per episode; hitting the targets scores 0.
+
+    Seeds 1-20 here (AMD EPYC): min -0.0026, median -0.0013; the bound -0.1 is 38 times the worst."""
     args = trpo.Args(env_id="user_envs:ContinuousIdentityRegistered-v0", gamma=0.0, num_steps=128, max_kl=0.05,
-                     total_timesteps=12_000, seed=1, runs_dir=runs_dir, save_model=False)
+                     total_timesteps=12_000, seed=seed, runs_dir=runs_dir, save_model=False)
     summary = trpo.train(args)
-    # Acting with the mean 0 scores about -3.3 per episode; hitting the targets scores 0 (seeds 1, 2, 3:
-    # -0.0012, -0.0009, -0.0007).
+    record_learning(seed, eval_return=summary["eval_return"])
     assert summary["eval_return"] > -0.1, summary["eval_return"]
 
 
@@ -395,11 +415,18 @@ def test_non_finite_rewards_stop_training_and_keep_the_last_finite_weights(env_i
     assert all(torch.isfinite(tensor).all() for tensor in checkpoint["agent"].values())
 
 
-def test_actions_numbered_from_a_start_other_than_zero(runs_dir):
-    summary = trpo.train(trpo.Args(env_id="user_envs:ShiftedActions", num_steps=128, total_timesteps=4096,
-                                   runs_dir=runs_dir, eval_episodes=2))  # ShiftedActions raises outside 1 .. 4
+@pytest.mark.learning
+@pytest.mark.parametrize("seed", learning_seeds(1))
+def test_actions_numbered_from_a_start_other_than_zero(seed, runs_dir, record_learning):
+    """ShiftedActions raises on an action outside 1 .. 4; above chance (5 of 20 steps), the shifted
+    actions mean what they say.
+
+    Seeds 1-20 here (AMD EPYC): 20 of 20 on every seed; the bound is chance itself."""
+    summary = trpo.train(trpo.Args(env_id="user_envs:ShiftedActions", num_steps=128, total_timesteps=4096, seed=seed,
+                                   runs_dir=runs_dir, eval_episodes=2))
+    record_learning(seed, eval_return=summary["eval_return"])
     assert torch.load(summary["checkpoint"], weights_only=False)["action_space"] == "Discrete(4, start=1)"
-    assert summary["eval_return"] > 5  # above chance (1 in 4 of 20 steps): the shifted actions mean what they say
+    assert summary["eval_return"] > 5
 
 
 def test_users_own_env_class_trains_from_the_command_line(tmp_path):
