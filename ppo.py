@@ -534,6 +534,18 @@ def gather_from_ranks(obj, world_size: int) -> list:
     return gathered
 
 
+def exit_process(status: int) -> None:
+    """sys.exit(status); under torchrun, os._exit(status) once the output is flushed. Skipping the
+    interpreter's shutdown there keeps it from meeting gloo's threads, which now and then aborted
+    a rank at exit (SIGABRT, "terminate called without an active exception"): torchrun then
+    reported a run that had ended well as failed."""
+    if int(os.environ.get("WORLD_SIZE", 1)) > 1:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+    sys.exit(status)
+
+
 # ------------------------------------------------------------------------------------ train
 def train(args: Args) -> Optional[dict]:
     """Train a PPO agent as `args` say; return the run summary (also written to summary.json), or
@@ -796,17 +808,17 @@ if __name__ == "__main__":
             summary = train(cli_args)
             signal.signal(signal.SIGINT, signal.SIG_IGN)  # the run is over: a late Ctrl-C has nothing to stop
             if summary is None:  # another rank than 0 under torchrun: rank 0 reports how the run ended
-                sys.exit(0)
-            sys.exit(130 if summary["interrupted"] else 1 if summary["failed"] else 0)
+                exit_process(0)
+            exit_process(130 if summary["interrupted"] else 1 if summary["failed"] else 0)
     except UsageError as error:
         # Under torchrun the processes on one machine share flags, files and packages, so they fail
         # alike: local rank 0 says why, the others leave it to it (exiting first, they would have
         # torchrun stop it before it could).
         if "TORCHELASTIC_RUN_ID" in os.environ and os.environ.get("LOCAL_RANK", "0") != "0":
-            sys.exit(0)
+            exit_process(0)
         print(f"ppo.py: error: {error}", file=sys.stderr)
-        sys.exit(2)
+        exit_process(2)
     except KeyboardInterrupt:
         if os.environ.get("RANK", "0") == "0":
             print("aborted without saving", file=sys.stderr)
-        sys.exit(130)
+        exit_process(130)

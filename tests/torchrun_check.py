@@ -62,3 +62,6 @@ if hasattr(script, "merge_running_stats"):
 summary = script.train(tyro.cli(script.Args, args=flags))
 with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as f:
     json.dump({**seen, "summary": summary}, f)
+sys.stdout.flush()
+sys.stderr.flush()
+os._exit(0)  # as ppo.py does under torchrun: the interpreter's shutdown now and then aborted a rank

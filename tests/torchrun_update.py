@@ -48,3 +48,6 @@ if __name__ == "__main__":
         torch.save(agent.state_dict(), sys.argv[1])
     dist.destroy_process_group()
     gc.collect()  # as in ppo.py's train(): freed only at interpreter exit, the group's leftovers can abort a rank
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)  # as ppo.py does under torchrun: the interpreter's shutdown now and then aborted a rank
