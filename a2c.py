@@ -1,83 +1,66 @@
 """Advantage actor-critic (A2C): the policy gradient weighted by bootstrapped advantage estimates.
 
-The idea this file adds to reinforce_baseline.py: let the critic bootstrap. REINFORCE weighs
-log π_θ(a_t|s_t) by the return G_t, so it must wait for the episode to end, and G_t carries the
-noise of every reward after t. Here the weight is an estimate of the advantage
+The idea this file adds to reinforce_baseline.py: let the critic bootstrap. The policy gradient
+theorem (see reinforce_baseline.py) weighs ∇log π_θ(a_t|s_t) by the advantage A(s_t, a_t) =
+Q(s_t, a_t) - V(s_t). REINFORCE estimates it by G_t - V_φ(s_t): it waits for the episode's end,
+and G_t carries the noise of every later reward. Here a few rewards and the critic's V_φ for the
+rest make the estimate, so an update needs only a short rollout.
 
-    A(s,a) = Q(s,a) - V(s)                        how much better a is than the policy's average in s
+The TD error estimates the advantage: with V_φ = V^π, E[r_t + γV(s_{t+1}) | s_t, a_t] = Q(s_t, a_t),
+so the mean of
 
-built from a few rewards and the critic's V(s) for the rest. Updates need only a short rollout.
+    δ_t = r_t + γ (1 - term_t) V_φ(s_{t+1}) - V_φ(s_t)                     TD error
 
-The TD error estimates the advantage. With V = V^π, the expected TD error given (s_t, a_t) is
-the advantage, because E[r_t + γV(s_{t+1}) | s_t, a_t] = Q(s_t, a_t):
+is the advantage: little variance, but biased as far as V_φ is wrong. More rewards before
+bootstrapping trade the bias back for variance. The n-step advantage sums n TD errors:
 
-    δ_t = r_t + γ (1 - term_t) V(s_{t+1}) - V(s_t)                         TD error
+    Â_t^(n) = Σ_{l<n} γ^l δ_{t+l} = r_t + ... + γ^{n-1} r_{t+n-1} + γ^n V_φ(s_{t+n}) - V_φ(s_t)
 
-One reward and the critic: little variance, but biased as far as V is wrong. Using more rewards
-before bootstrapping trades the bias back for variance. The n-step return bootstraps at the end
-of the rollout, so the step k steps from that end gets a k-step return:
+Generalised advantage estimation (GAE) averages all of them with weights (1 - λ) λ^{n-1}, which
+sum to 1, and the average collapses into one geometric sum of TD errors:
 
-    R̂_t = r_t + γ r_{t+1} + ... + γ^{k-1} r_{t+k-1} + γ^k V(s_{t+k}),   k = n - t
-    Â_t = R̂_t - V(s_t) = Σ_{l<k} γ^l δ_{t+l}                              (no episode ending in between)
+    Â_t = (1 - λ) Σ_{n≥1} λ^{n-1} Â_t^(n) = Σ_{l≥0} (γλ)^l δ_{t+l}
+        = δ_t + γ λ (1 - done_t) Â_{t+1}                                   GAE(λ), as computed
 
-An episode that ends inside the rollout ends the sum there instead. Generalised advantage
-estimation (GAE) weighs the TD errors geometrically, with done_t = term_t or trunc_t stopping
-the sum at an episode's end. λ = 0 gives δ_t, λ = 1 (the default) the n-step advantage above:
+λ = 0 gives δ_t, λ = 1 the return minus V_φ(s_t). The sum stops at the rollout's end, bootstrapped
+there (so with λ = 1, the default, the step k steps from the end gets the k-step advantage), and
+at an episode's end, done_t = term_t or trunc_t. s_{t+1} is the true successor state: at an
+episode's end the vector env has already reset, and s_{t+1} is the final observation it reports.
+A time-limit truncation is bootstrapped from V_φ(s_{t+1}); only a termination cuts the return.
 
-    Â_t = δ_t + γ λ (1 - done_t) Â_{t+1}                                   GAE(λ)
+One gradient step per rollout of N envs x n steps, on
 
-s_{t+1} is the true successor state. When an episode ends at t, the vector env has already
-reset, so s_{t+1} is the final observation it reports in info["final_obs"]. A time-limit
-truncation is not a real end: its return is bootstrapped from V(s_{t+1}). Only a true
-termination cuts it (term_t = 1).
+    L(θ, φ) = -Ê_t[ log π_θ(a_t|s_t) Â_t ]          policy gradient, Â_t held constant
+              + c_v · ½ Ê_t[ (V_φ(s_t) - R̂_t)² ]      critic regression on R̂_t = Â_t + V_φ(s_t)
+              - c_e · Ê_t[ H(π_θ(·|s_t)) ]             entropy bonus
 
-One gradient step per rollout of N envs x n steps, on the sum of three losses:
+The entropy bonus pays the policy for staying random, so it keeps exploring instead of collapsing
+onto one action on a few noisy advantages. (On a Gaussian with a state-independent log σ it pulls
+every log σ_i up alike; on MuJoCo σ kept growing, so README.md's settings there use none.)
 
-    L(θ) = -E_t[ log π_θ(a_t|s_t) Â_t ]            policy gradient, Â_t held constant
-           + c_v · ½ E_t[ (V_θ(s_t) - R̂_t)² ]         critic regression on R̂_t = Â_t + V(s_t)
-           - c_e · E_t[ H(π_θ(·|s_t)) ]               entropy bonus
-
-Entropy regularisation. The bonus c_e · H pays the policy for staying random, so it keeps
-exploring and does not collapse onto one action on the strength of a few noisy advantages. On a
-Gaussian with a state-independent log σ, H = Σ_i log σ_i + const, so the bonus pulls every log σ_i
-up with the same constant force c_e; on MuJoCo that kept σ growing (see README.md), and the
-settings given there use no bonus. --value-loss huber swaps the square for the Huber loss (square within ±1, linear beyond), which
-caps the gradient of a large error.
-
-Why synchronous. A3C (Mnih et al. 2016) ran actor-learners in parallel threads, each applying its
-gradients to shared parameters whenever it was ready, against parameters others had changed
-meanwhile. The parallel envs were what helped: they decorrelate the data an update sees, in the
-place of DQN's replay buffer. A2C keeps them and drops the asynchrony. All envs step together
-with the same parameters, and one batched update follows. No stale gradients, one forward pass
-for all envs, and the same results from the same seed; OpenAI, who named A2C, found it to learn
-as well as A3C.
+Why synchronous. A3C (Mnih et al. 2016) ran workers in parallel, each applying its gradients to
+shared parameters whenever it was ready. The parallel envs were what helped: they decorrelate the
+data an update sees. A2C keeps them and drops the asynchrony: all envs step with the same
+parameters, one batched update follows, and the same seed gives the same results.
 
 The policy is Categorical for a Discrete action space and a diagonal Gaussian with a
-state-independent log σ for a Box one. The sample is stored; only the copy sent to the env is
-clipped to the bounds. The optimiser is RMSprop with α 0.99 as in the paper (and eps 1e-5, the
-common choice since OpenAI Baselines; torch adds it outside the square root), or Adam.
+state-independent log σ for a Box one; the sample is stored, only the env's copy is clipped to the
+bounds. The optimiser is RMSprop (α 0.99, as in the paper) or Adam; --value-loss huber caps the
+gradient of a large critic error. --norm-obs and --norm-reward (for MuJoCo) normalise with running
+statistics shared by all envs (make_env). The defaults were tuned on CartPole-v1.
 
-    log π_θ(a|s) = z_a - log Σ_b exp z_b                                   z = logits_θ(s)
-    log π_θ(a|s) = Σ_i [ -(a_i - μ_θ(s)_i)² / (2σ_i²) - log σ_i - ½ log 2π ]
-
---norm-obs and --norm-reward (for MuJoCo) use gymnasium's wrappers, with running statistics
-shared by all envs, saved in the checkpoint and frozen for evaluation. Logged returns are the
-env's own, recorded before them:
-
-    s ← clip((s - mean[s]) / √(var[s] + 1e-8), -10, 10)                    observations
-    r ← clip(r / √(var[G] + 1e-8), -10, 10),  G ← γ (1 - term) G + r         rewards; G the discounted return
-
-Defaults (8 envs x 5 steps, RMSprop lr 3e-3, γ 0.98, λ 1, no entropy bonus, 100k steps) were
-tuned on CartPole-v1; README.md gives the settings used for MuJoCo.
+Reading map: compute_gae (δ_t, GAE), policy_loss and value_loss (L), Agent (π_θ, V_φ), a2c_update
+(one step on L), collect_rollout and make_batch (s_{t+1}, Â_t, R̂_t), then train(): read down to
+the PLUMBING banner. The tests show the math: tests/test_gae.py (closed forms, truncation against
+termination), tests/test_a2c.py (one step with exact advantages moves probability to the better
+arm; the entropy bonus alone raises H).
 
 References:
-    Mnih, Badia, Mirza, Graves, Lillicrap, Harley, Silver, Kavukcuoglu (2016). Asynchronous
-        Methods for Deep Reinforcement Learning. ICML. arXiv:1602.01783
+    Mnih et al. (2016). Asynchronous Methods for Deep Reinforcement Learning. arXiv:1602.01783
     Wu, Mansimov, Liao, Grosse, Ba (2017). Scalable trust-region method for deep reinforcement
-        learning using Kronecker-factored approximation (A2C, the synchronous variant, as a
-        baseline). arXiv:1708.05144
-    Schulman, Moritz, Levine, Jordan, Abbeel (2016). High-Dimensional Continuous Control
-        Using Generalized Advantage Estimation. arXiv:1506.02438
+        learning using Kronecker-factored approximation (A2C as a baseline). arXiv:1708.05144
+    Schulman, Moritz, Levine, Jordan, Abbeel (2016). High-Dimensional Continuous Control Using
+        Generalized Advantage Estimation. arXiv:1506.02438
 
 Example:
     python a2c.py --env-id CartPole-v1 --seed 1
@@ -86,6 +69,7 @@ Example:
 
 import collections
 import importlib
+import itertools
 import json
 import math
 import os
@@ -109,17 +93,295 @@ ALGORITHM = "a2c"  # names this script in its messages, checkpoints and summary.
 
 
 @dataclass
-class Args:
-    # --- experiment -------------------------------------------------------------------------
-    exp_name: str = ALGORITHM
-    """name of the experiment: it names the run directory and the checkpoint file"""
+class Hyperparameters:
+    """What the algorithm does; Args, below the PLUMBING banner, adds the run's own flags."""
     env_id: str = "CartPole-v1"
-    """gymnasium env id, also `module:EnvName-v0` for an env your own module registers, or
-    `module:ClassName` for a gymnasium.Env subclass in your module"""
-    seed: int = 1
-    """seed of python, numpy, torch and the envs"""
+    """gymnasium env id; for your own env `module:EnvName-v0` or `module:ClassName` (README.md)"""
     total_timesteps: int = 100_000
     """env steps to train for, over all envs (rounded up to a whole number of rollouts)"""
+    learning_rate: float = 3e-3
+    """step size of the optimiser"""
+    optimizer: Literal["rmsprop", "adam"] = "rmsprop"
+    """RMSprop (α 0.99, eps 1e-5) or Adam (eps 1e-5)"""
+    anneal_lr: bool = False
+    """decay the learning rate linearly over the run, to lr / (number of updates) at the last"""
+    num_envs: int = 8
+    """parallel envs in the vector env"""
+    num_steps: int = 5
+    """steps per env in each rollout; a rollout is num_envs * num_steps"""
+    gamma: float = 0.98
+    """discount factor γ"""
+    gae_lambda: float = 1.0
+    """GAE λ: 0 gives one-step TD errors, 1 the n-step return to the rollout's end, minus V"""
+    norm_adv: bool = False
+    """normalise each rollout's advantages to zero mean and unit std"""
+    ent_coef: float = 0.0
+    """weight c_e of the entropy bonus"""
+    vf_coef: float = 0.5
+    """weight c_v of the value loss"""
+    value_loss: Literal["mse", "huber"] = "mse"
+    """the critic's loss: ½ squared error, or Huber (the same within ±1, linear beyond)"""
+    max_grad_norm: float = 0.5
+    """clip the global gradient norm to this"""
+    norm_obs: bool = False
+    """normalise observations by their running mean and std, then clip them to ±10 (for MuJoCo)"""
+    norm_reward: bool = False
+    """scale rewards by the running std of the discounted return, clip them to ±10 (for MuJoCo)"""
+
+
+# ------------------------------------------------------------------------------------- the math
+def compute_gae(rewards, values, next_values, terminations, truncations, gamma: float, lam: float):
+    """GAE Â_t over a rollout of shape (T,) or (T, N). next_values[t] is V_φ(s_{t+1}) of the true
+    successor: a termination zeroes it, a truncation keeps it (the return the time limit cut off
+    is bootstrapped). Either one stops the recursion at the episode's end."""
+    not_terminated = 1.0 - terminations.float()
+    not_done = 1.0 - torch.maximum(terminations.float(), truncations.float())
+    deltas = rewards + gamma * not_terminated * next_values - values  # δ_t
+    advantages = torch.zeros_like(deltas)
+    next_advantage = torch.zeros_like(deltas[0])
+    for t in reversed(range(len(deltas))):  # Â_t = δ_t + γλ(1 - done_t) Â_{t+1}
+        next_advantage = deltas[t] + gamma * lam * not_done[t] * next_advantage
+        advantages[t] = next_advantage
+    return advantages
+
+
+def policy_loss(logprobs: torch.Tensor, advantages: torch.Tensor) -> torch.Tensor:
+    """-Ê_t[log π_θ(a_t|s_t) Â_t]: its gradient is minus the policy gradient estimate."""
+    return -(logprobs * advantages).mean()
+
+
+def value_loss(values: torch.Tensor, returns: torch.Tensor, kind: str) -> torch.Tensor:
+    """½ Ê[(V_φ(s) - R̂)²], or the Huber loss: the same for errors within ±1, linear beyond."""
+    if kind == "huber":
+        return F.huber_loss(values, returns, delta=1.0)
+    return 0.5 * ((values - returns) ** 2).mean()
+
+
+# ------------------------------------------------------------------------------------ the agent
+def layer_init(layer: nn.Linear, std: float = math.sqrt(2), bias: float = 0.0) -> nn.Linear:
+    """Orthogonal weights with gain std, constant bias."""
+    nn.init.orthogonal_(layer.weight, std)
+    nn.init.constant_(layer.bias, bias)
+    return layer
+
+
+def mlp(in_dim: int, out_dim: int, out_std: float, hidden: int = 64) -> nn.Sequential:
+    return nn.Sequential(
+        layer_init(nn.Linear(in_dim, hidden)), nn.Tanh(),
+        layer_init(nn.Linear(hidden, hidden)), nn.Tanh(),
+        layer_init(nn.Linear(hidden, out_dim), std=out_std),
+    )
+
+
+class Agent(nn.Module):
+    """The actor π_θ(a|s) and the critic V_φ(s), separate 64-64 tanh MLPs. The actor is
+    Categorical over its logits z for a Discrete action space, or a diagonal Gaussian with mean
+    μ_θ(s) and a state-independent learned log σ for a Box one:
+
+        log π_θ(a|s) = z_a - log Σ_b exp z_b,   z = logits_θ(s)
+        log π_θ(a|s) = Σ_i [ -(a_i - μ_θ(s)_i)² / (2σ_i²) - log σ_i - ½ log 2π ]
+    """
+
+    def __init__(self, obs_dim: int, action_space: gym.Space):
+        super().__init__()
+        self.discrete = isinstance(action_space, gym.spaces.Discrete)
+        action_size = int(action_space.n) if self.discrete else action_space.shape[0]
+        self.critic = mlp(obs_dim, 1, out_std=1.0)
+        # A small last layer starts the policy near uniform (or the mean near 0, with σ = 1).
+        self.actor = mlp(obs_dim, action_size, out_std=0.01)
+        if not self.discrete:
+            self.log_std = nn.Parameter(torch.zeros(action_size))
+
+    def value(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.critic(obs).squeeze(-1)
+
+    def logprob_entropy(self, obs: torch.Tensor, actions: torch.Tensor):
+        """log π_θ(a|s) of the given actions and the entropy H(π_θ(·|s)), per state."""
+        if not self.discrete:  # Σ_i log N(a_i; μ_θ(s)_i, σ_i²), and the Gaussian's entropy
+            z = (actions - self.actor(obs)) / self.log_std.exp()
+            logprob = (-0.5 * z ** 2 - self.log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
+            entropy = (0.5 + 0.5 * math.log(2 * math.pi) + self.log_std).sum(-1)
+            return logprob, entropy.expand(obs.shape[:-1])
+        log_probs = torch.log_softmax(self.actor(obs), dim=-1)  # z_a - log Σ_b exp z_b
+        logprob = log_probs.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)
+        entropy = -(log_probs.exp() * log_probs).sum(-1)
+        return logprob, entropy
+
+    def sample_action(self, obs: torch.Tensor) -> torch.Tensor:
+        """a ~ π_θ(·|s): a Categorical draw, or μ_θ(s) + σ ⊙ ξ, ξ ~ N(0, I) (before clipping)."""
+        out = self.actor(obs)
+        if not self.discrete:
+            return out + self.log_std.exp() * torch.randn_like(out)
+        # Gumbel-max: argmax_a (z_a - log E_a), E_a ~ Exp(1), is a ~ softmax(z)
+        return (out - torch.empty_like(out).exponential_().log()).argmax(-1)
+
+    def greedy_action(self, obs: torch.Tensor) -> torch.Tensor:
+        """The most probable action: argmax of the logits, or the Gaussian's mean."""
+        out = self.actor(obs)
+        return out.argmax(-1) if self.discrete else out
+
+
+# ----------------------------------------------------------------------------------- the update
+def make_optimizer(agent: Agent, args: Hyperparameters) -> torch.optim.Optimizer:
+    """RMSprop or Adam, eps 1e-5 as since OpenAI Baselines (outside RMSprop's square root)."""
+    if args.optimizer == "adam":
+        return torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5)
+    return torch.optim.RMSprop(agent.parameters(), lr=args.learning_rate, alpha=0.99, eps=1e-5)
+
+
+def a2c_update(agent: Agent, optimizer: torch.optim.Optimizer, batch: dict,
+               args: Hyperparameters) -> dict:
+    """One gradient step on L(θ, φ) over the batch, tensors of shape (T, N, ...); the losses."""
+    advantages = batch["advantages"]
+    if args.norm_adv:
+        advantages = (advantages - advantages.mean()) / (advantages.std(correction=0) + 1e-8)
+    values = agent.value(batch["obs"])  # V_φ(s_t), now with the graph the value loss needs
+    logprobs, entropy = agent.logprob_entropy(batch["obs"], batch["actions"])
+    pg_loss = policy_loss(logprobs, advantages)
+    v_loss = value_loss(values, batch["returns"], args.value_loss)
+    entropy = entropy.mean()
+    loss = pg_loss - args.ent_coef * entropy + args.vf_coef * v_loss
+    if not torch.isfinite(loss):
+        raise FloatingPointError(f"loss is {loss.item()} (policy {pg_loss.item()}, "
+                                 f"value {v_loss.item()})")
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    grad_norm = nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
+    if not torch.isfinite(grad_norm):  # clipping would spread it into every parameter
+        raise FloatingPointError(f"gradient norm is {grad_norm.item()}")
+    optimizer.step()
+    with torch.no_grad():  # a diagnostic, how far the step moved π: k3 estimate of KL(old ‖ new)
+        log_ratio = agent.logprob_entropy(batch["obs"], batch["actions"])[0] - logprobs.detach()
+        approx_kl = ((log_ratio.exp() - 1) - log_ratio).mean()
+    return {"policy_loss": pg_loss.item(), "value_loss": v_loss.item(), "entropy": entropy.item(),
+            "approx_kl": approx_kl.item(), "grad_norm": grad_norm.item()}
+
+
+# ---------------------------------------------------------------------------------- the rollout
+def make_env(env_id: str, obs_rms: Optional[RunningMeanStd] = None, return_rms=None,
+             gamma: float = 0.99, update_stats: bool = True, video_dir: Optional[str] = None):
+    """A thunk building one env that records its episodes' statistics (and, with a video_dir,
+    videos of them), then normalises with the running statistics given (shared by all envs,
+    carried by the checkpoint, frozen if not update_stats). Logged returns stay the env's own.
+
+        s ← clip((s - mean[s]) / √(var[s] + 1e-8), -10, 10)              observations
+        r ← clip(r / √(var[G] + 1e-8), -10, 10),  G ← γ (1 - term) G + r   rewards
+    """
+    def thunk():
+        if video_dir:
+            env = gym.make(env_id, render_mode="rgb_array")
+            env = gym.wrappers.RecordVideo(env, video_dir, disable_logger=True)
+        else:
+            env = gym.make(env_id)
+        env = gym.wrappers.RecordEpisodeStatistics(env)
+        if obs_rms is not None:
+            env = gym.wrappers.NormalizeObservation(env)
+            env.obs_rms, env.update_running_mean = obs_rms, update_stats
+            env = gym.wrappers.TransformObservation(env, lambda obs: np.clip(obs, -10, 10),
+                                                    env.observation_space)
+        if return_rms is not None:
+            env = gym.wrappers.NormalizeReward(env, gamma=gamma)
+            env.return_rms, env.update_running_mean = return_rms, update_stats
+            env = gym.wrappers.ClipReward(env, -10, 10)
+        return env
+    return thunk
+
+
+def make_vec_env(env_id: str, num_envs: int, obs_rms, return_rms, gamma: float,
+                 video_dir: Optional[str] = None) -> gym.vector.VectorEnv:
+    """num_envs copies in one process, autoreset in the same step (so final_obs is at hand); the
+    first records videos to video_dir, if given."""
+    thunks = [make_env(env_id, obs_rms, return_rms, gamma, video_dir=video_dir if i == 0 else None)
+              for i in range(num_envs)]
+    return gym.vector.SyncVectorEnv(thunks, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+
+
+def successor_obs(next_obs: np.ndarray, info: dict) -> np.ndarray:
+    """The true s_{t+1} of each env. Where an episode just ended, the vector env has already
+    reset and returned the next episode's first observation; the final one is in info."""
+    if "_final_obs" not in info:
+        return next_obs
+    successor = next_obs.copy()
+    for i in np.flatnonzero(info["_final_obs"]):
+        successor[i] = info["final_obs"][i]
+    return successor
+
+
+def collect_rollout(envs: gym.vector.VectorEnv, agent: Agent, obs: np.ndarray, num_steps: int,
+                    device: torch.device, episode_ended) -> tuple[dict, np.ndarray]:
+    """num_steps steps of every env with actions drawn from π_θ, from observations obs. Returns
+    the rollout as tensors of shape (T, N, ...) and the observations to go on from. Each episode
+    that ends is reported as episode_ended(env steps into the rollout, env, return, length)."""
+    T, N, space = num_steps, envs.num_envs, envs.single_action_space
+    box = isinstance(space, gym.spaces.Box)
+    rollout = {"obs": np.zeros((T, N, obs.shape[-1]), dtype=np.float32),
+               "next_obs": np.zeros((T, N, obs.shape[-1]), dtype=np.float32),  # s_{t+1}
+               "actions": (np.zeros((T, N, space.shape[0]), dtype=np.float32) if box  # as sampled
+                           else np.zeros((T, N), dtype=np.int64)),
+               **{key: np.zeros((T, N), dtype=np.float32) for key in
+                  ("rewards", "terminations", "truncations")}}
+    for t in range(T):
+        rollout["obs"][t] = obs
+        with torch.inference_mode():
+            action = agent.sample_action(torch.from_numpy(rollout["obs"][t]).to(device))
+        action = action.cpu().numpy()
+        # The env gets the action clipped to its bounds, or shifted to a Discrete space's start.
+        env_action = np.clip(action, space.low, space.high) if box else action + int(space.start)
+        obs, reward, terminated, truncated, info = envs.step(env_action)
+        rollout["actions"][t], rollout["rewards"][t] = action, reward
+        rollout["terminations"][t], rollout["truncations"][t] = terminated, truncated
+        rollout["next_obs"][t] = successor_obs(obs, info)
+        if "_episode" in info.get("final_info", {}):
+            episode = info["final_info"]["episode"]
+            for i in np.flatnonzero(info["final_info"]["_episode"]):
+                episode_ended((t + 1) * N, int(i), float(episode["r"][i]), int(episode["l"][i]))
+    return {key: torch.from_numpy(value).to(device) for key, value in rollout.items()}, obs
+
+
+def make_batch(agent: Agent, rollout: dict, args: Hyperparameters) -> dict:
+    """The rollout with what the update needs besides: V_φ(s_t) from the critic that saw it,
+    the advantages Â_t by GAE, and the value targets R̂_t = Â_t + V_φ(s_t)."""
+    with torch.no_grad():
+        values = agent.value(rollout["obs"])
+        next_values = agent.value(rollout["next_obs"])
+        advantages = compute_gae(rollout["rewards"], values, next_values, rollout["terminations"],
+                                 rollout["truncations"], args.gamma, args.gae_lambda)
+    return {"obs": rollout["obs"], "actions": rollout["actions"], "values": values,
+            "advantages": advantages, "returns": advantages + values}
+
+
+# --------------------------------------------------------------------------------------- train
+def train(args: "Args") -> dict:
+    """Train A2C as args say; return the run's summary. Run, below the PLUMBING banner, does
+    the rest: checks, seeding, resuming, logging, Ctrl-C, the checkpoint, evaluation."""
+    run = Run(args)
+    obs_rms, return_rms = run.normalisation()  # running statistics, shared by all envs, or None
+    envs = make_vec_env(run.env_id, args.num_envs, obs_rms, return_rms, args.gamma, run.video_dir)
+    agent = Agent(run.obs_dim, envs.single_action_space).to(run.device)
+    optimizer = make_optimizer(agent, args)
+    obs = run.start(envs, agent, optimizer)  # resumes from a checkpoint; resets the envs
+    try:
+        for iteration in run.iterations():
+            if args.anneal_lr:  # linearly: lr at the first update, lr / num_iterations at the last
+                done = iteration / run.num_iterations
+                optimizer.param_groups[0]["lr"] = args.learning_rate * (1 - done)
+            rollout, obs = collect_rollout(envs, agent, obs, args.num_steps, run.device,
+                                           run.episode_ended)
+            batch = make_batch(agent, rollout, args)
+            losses = a2c_update(agent, optimizer, batch, args)
+            run.log(losses, optimizer, batch)
+    except FloatingPointError as error:  # a non-finite loss: stop, and keep the last good weights
+        run.fail(error)
+    return run.finish()
+
+
+# ==== PLUMBING: nothing below changes what the algorithm computes ====
+@dataclass
+class Args(Hyperparameters):
+    exp_name: str = ALGORITHM
+    """name of the experiment: it names the run directory and the checkpoint file"""
+    seed: int = 1
+    """seed of python, numpy, torch and the envs"""
     torch_deterministic: bool = True
     """make torch use deterministic algorithms"""
     cuda: bool = True
@@ -141,46 +403,177 @@ class Args:
     resume: Optional[str] = None
     """checkpoint to continue training from, up to --total-timesteps"""
     eval_checkpoint: Optional[str] = None
-    """evaluate this checkpoint with greedy (or mean) actions instead of training"""
+    """evaluate this checkpoint instead of training"""
     eval_episodes: int = 10
-    """greedy (or mean-action) episodes run after training, or with --eval-checkpoint"""
-
-    # --- algorithm --------------------------------------------------------------------------
-    learning_rate: float = 3e-3
-    """step size of the optimiser"""
-    optimizer: Literal["rmsprop", "adam"] = "rmsprop"
-    """RMSprop (α 0.99, eps 1e-5) or Adam (eps 1e-5)"""
-    anneal_lr: bool = False
-    """decay the learning rate linearly over the run, to lr / (number of updates) at the last"""
-    num_envs: int = 8
-    """parallel envs in the vector env"""
-    num_steps: int = 5
-    """steps per env in each rollout (the n of n-step returns); a rollout is num_envs * num_steps transitions"""
-    gamma: float = 0.98
-    """discount factor γ"""
-    gae_lambda: float = 1.0
-    """GAE λ: 1 gives n-step returns minus V, 0 one-step TD errors"""
-    norm_adv: bool = False
-    """normalise each rollout's advantages to zero mean and unit std"""
-    ent_coef: float = 0.0
-    """weight c_e of the entropy bonus"""
-    vf_coef: float = 0.5
-    """weight c_v of the value loss"""
-    value_loss: Literal["mse", "huber"] = "mse"
-    """the critic's loss: ½ squared error, or Huber (the same within ±1, linear beyond)"""
-    max_grad_norm: float = 0.5
-    """clip the global gradient norm to this"""
-    norm_obs: bool = False
-    """normalise observations by their running mean and std, then clip them to ±10 (for MuJoCo)"""
-    norm_reward: bool = False
-    """scale rewards by the running std of the discounted return, then clip them to ±10 (for MuJoCo)"""
+    """episodes, acting greedily, to evaluate with after training or with --eval-checkpoint"""
 
 
+class Run:
+    """All of a training run that is not the algorithm: the checks, seeding, resuming, the run
+    directory, tensorboard (and wandb), the progress line, Ctrl-C, the checkpoint, evaluation
+    and summary.json. train() calls it at a few points; each method says when."""
+
+    def __init__(self, args: Args):
+        """Before anything is built: check the flags and the env, load a checkpoint to resume,
+        seed, make the run directory and its writer."""
+        validate_args(args, FLAG_RULES)
+        self.args = args
+        self.env_id, self.obs_dim, self.action_space, self.threshold = check_env(args.env_id)
+        torch.set_num_threads(args.torch_threads)
+        self.device = torch.device("cuda" if args.cuda and torch.cuda.is_available() else "cpu")
+        self.checkpoint = None
+        if args.resume:
+            self.checkpoint = load_checkpoint(args.resume, self.obs_dim, self.action_space, self.device)
+            check_resume(self.checkpoint, args, ("norm_obs", "norm_reward", "optimizer"))
+        self.global_step = self.checkpoint["global_step"] if self.checkpoint else 0
+        self.stats = self.checkpoint["stats"] if self.checkpoint else {
+            "recent_returns": [], "steps_to_threshold": None, "seconds_to_threshold": None, "wall_seconds": 0.0}
+        # A resumed run goes on with fresh random numbers, not those its start drew.
+        seed_everything(args.seed + self.global_step, args.torch_deterministic)
+        self.run_dir = make_run_dir(args)
+        self.writer = open_writer(args, self.run_dir)
+        self.video_dir = os.path.join(self.run_dir, "videos") if args.capture_video else None
+        self.batch_size = args.num_envs * args.num_steps
+        self.num_iterations = math.ceil(args.total_timesteps / self.batch_size)
+        self.recent_returns = collections.deque(self.stats["recent_returns"], maxlen=20)
+        self.episodes = []  # the episodes that ended in the current rollout
+        self.interrupted = self.failed = False
+
+    def normalisation(self) -> tuple[Optional[RunningMeanStd], Optional[RunningMeanStd]]:
+        """The running statistics of observations and returns: the checkpoint's, or new ones."""
+        if self.checkpoint:
+            self.obs_rms, self.return_rms = self.checkpoint["obs_rms"], self.checkpoint["return_rms"]
+        else:
+            self.obs_rms = RunningMeanStd(shape=(self.obs_dim,)) if self.args.norm_obs else None
+            self.return_rms = RunningMeanStd(shape=()) if self.args.norm_reward else None
+        return self.obs_rms, self.return_rms
+
+    def start(self, envs: gym.vector.VectorEnv, agent: Agent, optimizer: torch.optim.Optimizer) -> np.ndarray:
+        """Once the envs, the agent and the optimiser exist: restore them from the checkpoint,
+        reset the envs; return their first observations."""
+        self.envs, self.agent, self.optimizer = envs, agent, optimizer
+        if self.checkpoint:
+            agent.load_state_dict(self.checkpoint["agent"])
+            optimizer.load_state_dict(self.checkpoint["optimizer"])
+            optimizer.param_groups[0]["lr"] = self.args.learning_rate  # the flag, not the saved rate
+        obs, _ = envs.reset(seed=self.args.seed + self.global_step)  # env i gets this seed + i
+        return obs
+
+    def iterations(self):
+        """The updates still to run, by index; after a Ctrl-C the loop ends with the update in
+        progress. A progress line every few seconds."""
+        self.start_time = self.last_print = time.perf_counter()
+        self.start_step = self.global_step
+        with StopOnSigint() as self.sigint:
+            print(f"A2C on {self.args.env_id}: {self.num_iterations - self.global_step // self.batch_size:,} "
+                  f"updates of {self.batch_size} steps on {self.device}; logging to {self.run_dir}", flush=True)
+            for iteration in range(self.global_step // self.batch_size, self.num_iterations):
+                yield iteration
+                if self.stop and iteration < self.num_iterations - 1:
+                    self.interrupted = True
+                    return
+
+    def episode_ended(self, steps: int, env: int, episodic_return: float, length: int) -> None:
+        """Called by the rollout for each episode that ends, `steps` env steps into it."""
+        self.episodes.append((steps, env, time.perf_counter(), episodic_return, length))
+
+    def _end_rollout(self) -> None:
+        """Count the rollout's steps; log its episodes, in order, and note when the mean return
+        of the last 20 first reached the env's threshold."""
+        self.stop = self.sigint.requested
+        ended, self.episodes = sorted(self.episodes), []
+        for steps, same_step in itertools.groupby(ended, key=lambda episode: episode[0]):
+            for _, _, ended_at, episodic_return, length in same_step:
+                self.recent_returns.append(episodic_return)
+                self.writer.add_scalar("charts/episodic_return", episodic_return, self.global_step + steps)
+                self.writer.add_scalar("charts/episodic_length", length, self.global_step + steps)
+            if (self.stats["steps_to_threshold"] is None and self.threshold is not None
+                    and len(self.recent_returns) == self.recent_returns.maxlen
+                    and np.mean(self.recent_returns) >= self.threshold):
+                self.stats["steps_to_threshold"] = self.global_step + steps
+                self.stats["seconds_to_threshold"] = self.stats["wall_seconds"] + ended_at - self.start_time
+        self.global_step += self.batch_size
+
+    def log(self, losses: dict, optimizer: torch.optim.Optimizer, batch: dict) -> None:
+        """After each update: its rollout's episodes, the losses, how well V_φ fitted the returns
+        before it, the learning rate, steps/s."""
+        self._end_rollout()
+        sps = (self.global_step - self.start_step) / (time.perf_counter() - self.start_time)
+        self.writer.add_scalar("charts/learning_rate", optimizer.param_groups[0]["lr"], self.global_step)
+        self.writer.add_scalar("charts/SPS", sps, self.global_step)
+        losses = {**losses, "explained_variance": explained_variance(batch["values"], batch["returns"])}
+        for key, value in losses.items():
+            self.writer.add_scalar(f"losses/{key}", value, self.global_step)
+        now, total = time.perf_counter(), self.num_iterations * self.batch_size
+        if now - self.last_print >= 5.0 or self.global_step >= total or self.stop:
+            self.last_print = now
+            print_progress(self.global_step, total, self.recent_returns, sps)
+
+    def fail(self, error: FloatingPointError) -> None:
+        """A non-finite loss or gradient: stop. The weights on disk are the last good ones."""
+        self._end_rollout()
+        print(f"{ALGORITHM}.py: error: training stopped at step {self.global_step}: {error}", file=sys.stderr)
+        self.failed = True
+
+    def finish(self) -> dict:
+        """After the last update: save the checkpoint, evaluate, write summary.json; return it."""
+        self.envs.close()
+        train_seconds = time.perf_counter() - self.start_time
+        self.stats.update(recent_returns=list(self.recent_returns),
+                          wall_seconds=self.stats["wall_seconds"] + train_seconds)
+        path = os.path.join(self.run_dir, f"{self.args.exp_name}.pt")
+        finite = (all(torch.isfinite(p).all() for p in self.agent.parameters())
+                  and all(np.isfinite(rms.var).all() for rms in (self.obs_rms, self.return_rms) if rms is not None))
+        saved = self.args.save_model and finite  # a checkpoint on disk is never replaced by broken weights
+        if saved:
+            save_checkpoint(path, {
+                "algorithm": ALGORITHM, "obs_dim": self.obs_dim, "action_space": describe(self.action_space),
+                "agent": self.agent.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "obs_rms": self.obs_rms, "return_rms": self.return_rms, "global_step": self.global_step,
+                "stats": self.stats, "args": asdict(self.args)})
+        eval_returns = []
+        if not (self.interrupted or self.failed):
+            eval_returns = evaluate(self.agent, self.env_id, self.obs_rms, self.args.eval_episodes,
+                                    self.args.seed + 10_000, self.device)
+        return write_summary(self, eval_returns, path if saved else None, train_seconds)
+
+
+# ----------------------------------------------------------------------- checks of flags and env
 class UsageError(Exception):
     """A mistake in the flags or the env: reported as one line on stderr, exit status 2."""
 
 
-# ----------------------------------------------------------------------------- environment
+# What a flag's value must satisfy, by kind; FLAG_RULES gives each checked flag its kind.
+RULES = {
+    "count": (lambda v: v > 0, "be positive"),
+    "fraction": (lambda v: 0.0 <= v <= 1.0, "lie in [0, 1]"),
+    "open fraction": (lambda v: 0.0 < v < 1.0, "lie strictly between 0 and 1"),
+    "positive": (lambda v: v > 0 and math.isfinite(v), "be a positive finite number"),
+    "non-negative": (lambda v: v >= 0 and math.isfinite(v), "be a finite number ≥ 0"),
+}
+FLAG_RULES = {
+    "total_timesteps": "count", "num_envs": "count", "num_steps": "count", "eval_episodes": "count",
+    "torch_threads": "count", "gamma": "fraction", "gae_lambda": "fraction", "learning_rate": "positive",
+    "max_grad_norm": "positive", "ent_coef": "non-negative", "vf_coef": "non-negative",
+}
+
+
+def validate_args(args: Args, flag_rules: dict) -> None:
+    """Raise UsageError for a flag value that cannot work, before anything is built."""
+    for name, kind in flag_rules.items():
+        test, requirement = RULES[kind]
+        if getattr(args, name) is not None and not test(getattr(args, name)):
+            raise UsageError(f"--{name.replace('_', '-')} must {requirement}, got {getattr(args, name)}")
+    if args.resume and args.eval_checkpoint:
+        raise UsageError("give either --resume or --eval-checkpoint, not both")
+    for flag, package in (("capture_video", "moviepy"), ("track", "wandb")):
+        if getattr(args, flag):
+            try:
+                importlib.import_module(package)
+            except ImportError:
+                raise UsageError(f"--{flag.replace('_', '-')} needs {package}: pip install {package}") from None
+
+
 def resolve_env_id(env_id: str) -> str:
     """Return an id gymnasium.make accepts; raise UsageError if there is none.
 
@@ -216,233 +609,40 @@ def check_spaces(env: gym.Env) -> tuple[int, gym.Space]:
     return obs_space.shape[0], action_space
 
 
-def successor_obs(next_obs: np.ndarray, info: dict) -> np.ndarray:
-    """The true s_{t+1} of each env. Where an episode just ended, the vector env has already
-    reset and returned the next episode's first observation; the final one is in info."""
-    if "_final_obs" not in info:
-        return next_obs
-    successor = next_obs.copy()
-    for i in np.flatnonzero(info["_final_obs"]):
-        successor[i] = info["final_obs"][i]
-    return successor
-
-
-def make_env(env_id: str, obs_rms: Optional[RunningMeanStd] = None, return_rms: Optional[RunningMeanStd] = None,
-             gamma: float = 0.99, update_stats: bool = True, capture_video: bool = False, video_dir: str = ""):
-    """A thunk building one env that records its episodes' statistics; with capture_video, it
-    records videos of them to video_dir. Then come the normalising wrappers, with the statistics
-    objects given (shared by all envs, carried by the checkpoint), frozen if not update_stats."""
-    def thunk():
-        if capture_video:
-            env = gym.make(env_id, render_mode="rgb_array")
-            env = gym.wrappers.RecordVideo(env, video_dir, disable_logger=True)
-        else:
-            env = gym.make(env_id)
-        env = gym.wrappers.RecordEpisodeStatistics(env)
-        if obs_rms is not None:
-            env = gym.wrappers.NormalizeObservation(env)
-            env.obs_rms, env.update_running_mean = obs_rms, update_stats
-            env = gym.wrappers.TransformObservation(env, lambda obs: np.clip(obs, -10, 10), env.observation_space)
-        if return_rms is not None:
-            env = gym.wrappers.NormalizeReward(env, gamma=gamma)
-            env.return_rms, env.update_running_mean = return_rms, update_stats
-            env = gym.wrappers.ClipReward(env, -10, 10)
-        return env
-    return thunk
-
-
-def make_vec_env(args: Args, env_id: str, obs_rms, return_rms, video_dir: str) -> gym.vector.VectorEnv:
-    """num_envs copies in one process, autoreset in the same step (so final_obs is at hand). An
-    episode's statistics arrive in info["final_info"]."""
-    thunks = [make_env(env_id, obs_rms, return_rms, gamma=args.gamma, capture_video=args.capture_video and i == 0,
-                       video_dir=video_dir) for i in range(args.num_envs)]
-    return gym.vector.SyncVectorEnv(thunks, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
-
-
-# --------------------------------------------------------------------------------- networks
-def layer_init(layer: nn.Linear, std: float = math.sqrt(2), bias: float = 0.0) -> nn.Linear:
-    """Orthogonal weights with gain std, constant bias."""
-    nn.init.orthogonal_(layer.weight, std)
-    nn.init.constant_(layer.bias, bias)
-    return layer
-
-
-def mlp(in_dim: int, out_dim: int, out_std: float, hidden: int = 64) -> nn.Sequential:
-    return nn.Sequential(
-        layer_init(nn.Linear(in_dim, hidden)), nn.Tanh(),
-        layer_init(nn.Linear(hidden, hidden)), nn.Tanh(),
-        layer_init(nn.Linear(hidden, out_dim), std=out_std),
-    )
-
-
-class Agent(nn.Module):
-    """The actor π_θ(a|s) and the critic V_θ(s), separate 64-64 tanh MLPs. The actor is
-    Categorical over its logits for a Discrete action space, or a diagonal Gaussian with mean
-    μ_θ(s) and a state-independent learned log σ for a Box one."""
-
-    def __init__(self, obs_dim: int, action_space: gym.Space):
-        super().__init__()
-        self.discrete = isinstance(action_space, gym.spaces.Discrete)
-        action_size = int(action_space.n) if self.discrete else action_space.shape[0]
-        self.critic = mlp(obs_dim, 1, out_std=1.0)
-        # A small last layer starts the policy near uniform (or the mean near 0, with σ = 1).
-        self.actor = mlp(obs_dim, action_size, out_std=0.01)
-        if not self.discrete:
-            self.log_std = nn.Parameter(torch.zeros(action_size))
-
-    def value(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.critic(obs).squeeze(-1)
-
-    def logprob_entropy(self, obs: torch.Tensor, actions: torch.Tensor):
-        """log π_θ(a|s) of the given actions and the entropy H(π_θ(·|s)), per state."""
-        if self.discrete:
-            log_probs = torch.log_softmax(self.actor(obs), dim=-1)  # z_a - log Σ_b exp z_b
-            logprob = log_probs.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)
-            entropy = -(log_probs.exp() * log_probs).sum(-1)
-            return logprob, entropy
-        mean, log_std = self.actor(obs), self.log_std
-        z = (actions - mean) / log_std.exp()
-        logprob = (-0.5 * z ** 2 - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)  # Σ_i log N(a_i; μ_i, σ_i²)
-        entropy = (0.5 + 0.5 * math.log(2 * math.pi) + log_std).sum(-1).expand(obs.shape[:-1])
-        return logprob, entropy
-
-    def sample_action(self, obs: torch.Tensor) -> torch.Tensor:
-        """a ~ π_θ(·|s): a Categorical draw, or μ_θ(s) + σ ⊙ ε with ε ~ N(0, I) (before clipping)."""
-        out = self.actor(obs)
-        if self.discrete:  # Gumbel-max: argmax_a (z_a - log E_a), E_a ~ Exp(1), draws a from softmax(z)
-            return (out - torch.empty_like(out).exponential_().log()).argmax(-1)
-        return out + self.log_std.exp() * torch.randn_like(out)
-
-    def greedy_action(self, obs: torch.Tensor) -> torch.Tensor:
-        """The most probable action: argmax of the logits, or the Gaussian's mean."""
-        out = self.actor(obs)
-        return out.argmax(-1) if self.discrete else out
-
-
-# --------------------------------------------------------------- the math, and the update
-def compute_gae(rewards, values, next_values, terminations, truncations, gamma: float, lam: float):
-    """Generalised advantage estimates Â_t for a rollout of shape (T,) or (T, num_envs).
-
-    next_values[t] is V(s_{t+1}) of the true successor state: at an episode's end, the value of
-    its final observation. A termination zeroes it; a truncation keeps it (bootstraps the
-    return the time limit cut off). Either one stops the recursion at the episode boundary.
-    With λ = 1, Â_t + V(s_t) is the n-step return, bootstrapped at the end of the rollout.
-    """
-    not_terminated = 1.0 - terminations.float()
-    not_done = 1.0 - torch.maximum(terminations.float(), truncations.float())
-    deltas = rewards + gamma * not_terminated * next_values - values  # δ_t
-    advantages = torch.zeros_like(deltas)
-    next_advantage = torch.zeros_like(deltas[0])
-    for t in reversed(range(len(deltas))):
-        next_advantage = deltas[t] + gamma * lam * not_done[t] * next_advantage  # Â_t = δ_t + γλ(1-done_t) Â_{t+1}
-        advantages[t] = next_advantage
-    return advantages
-
-
-def policy_loss(logprobs: torch.Tensor, advantages: torch.Tensor) -> torch.Tensor:
-    """-E_t[log π_θ(a_t|s_t) Â_t]: its gradient is minus the policy gradient estimate."""
-    return -(logprobs * advantages).mean()
-
-
-def value_loss(values: torch.Tensor, returns: torch.Tensor, kind: str) -> torch.Tensor:
-    """½ E[(V_θ(s) - R̂)²], or the Huber loss: the same for errors within ±1, linear beyond."""
-    if kind == "huber":
-        return F.huber_loss(values, returns, delta=1.0)
-    return 0.5 * ((values - returns) ** 2).mean()
-
-
-def explained_variance(predicted: torch.Tensor, target: torch.Tensor) -> float:
-    """1 - Var(target - predicted) / Var(target): 1 is a perfect critic, 0 no better than a constant."""
-    var_target = target.var()
-    return float("nan") if var_target == 0 else float(1 - (target - predicted).var() / var_target)
-
-
-def a2c_update(agent: Agent, optimizer: torch.optim.Optimizer, rollout: dict, args: Args) -> dict:
-    """One gradient step on the rollout (tensors of shape (T, N, ...)); returns the diagnostics."""
-    values = agent.value(rollout["obs"])  # V_θ(s_t), with the graph the value loss needs
-    with torch.no_grad():  # Â_t and R̂_t are targets: constants to the gradient
-        next_values = agent.value(rollout["next_obs"])
-        advantages = compute_gae(rollout["rewards"], values.detach(), next_values, rollout["terminations"],
-                                 rollout["truncations"], args.gamma, args.gae_lambda)
-        returns = advantages + values.detach()  # R̂_t = Â_t + V(s_t), before any normalising of Â
-        if args.norm_adv:
-            advantages = (advantages - advantages.mean()) / (advantages.std(correction=0) + 1e-8)
-    logprobs, entropy = agent.logprob_entropy(rollout["obs"], rollout["actions"])
-    pg_loss = policy_loss(logprobs, advantages)
-    v_loss = value_loss(values, returns, args.value_loss)
-    entropy = entropy.mean()
-    loss = pg_loss - args.ent_coef * entropy + args.vf_coef * v_loss
-    if not torch.isfinite(loss):
-        raise FloatingPointError(f"loss is {loss.item()} (policy {pg_loss.item()}, value {v_loss.item()})")
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    grad_norm = nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
-    if not torch.isfinite(grad_norm):  # clipping would spread it into every parameter
-        raise FloatingPointError(f"gradient norm is {grad_norm.item()}")
-    optimizer.step()
-    with torch.no_grad():  # a diagnostic only: how far the step moved the policy, k3 estimate of KL(old ‖ new)
-        log_ratio = agent.logprob_entropy(rollout["obs"], rollout["actions"])[0] - logprobs.detach()
-        approx_kl = ((log_ratio.exp() - 1) - log_ratio).mean()
-    return {"policy_loss": pg_loss.item(), "value_loss": v_loss.item(), "entropy": entropy.item(),
-            "approx_kl": approx_kl.item(), "grad_norm": grad_norm.item(),
-            "explained_variance": explained_variance(values.detach(), returns)}
-
-
-# ---------------------------------------------------------------------------------- helpers
-def validate_args(args: Args) -> None:
-    """Raise UsageError for flag values that cannot work, before anything is built."""
-    for name in ("total_timesteps", "num_envs", "num_steps", "eval_episodes", "torch_threads"):
-        if getattr(args, name) <= 0:
-            raise UsageError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
-    for name in ("gamma", "gae_lambda"):
-        if not 0.0 <= getattr(args, name) <= 1.0:
-            raise UsageError(f"--{name.replace('_', '-')} must lie in [0, 1], got {getattr(args, name)}")
-    for name in ("learning_rate", "max_grad_norm"):
-        if not (getattr(args, name) > 0 and math.isfinite(getattr(args, name))):
-            raise UsageError(f"--{name.replace('_', '-')} must be a positive finite number, got {getattr(args, name)}")
-    for name in ("ent_coef", "vf_coef"):
-        if not (getattr(args, name) >= 0 and math.isfinite(getattr(args, name))):
-            raise UsageError(f"--{name.replace('_', '-')} must be a finite number ≥ 0, got {getattr(args, name)}")
-    if args.resume and args.eval_checkpoint:
-        raise UsageError("give either --resume or --eval-checkpoint, not both")
-    if args.capture_video:
-        try:
-            import moviepy  # noqa: F401
-        except ImportError:
-            raise UsageError("--capture-video needs moviepy: pip install moviepy") from None
-    if args.track:
-        try:
-            import wandb  # noqa: F401
-        except ImportError:
-            raise UsageError("--track needs wandb: pip install wandb") from None
-
-
-def check_setup(args: Args) -> tuple[str, int, gym.Space, Optional[float], torch.device]:
-    """Validate flags and env, set torch's threads; return (env id for gymnasium.make,
-    observation size, action space, the env's reward threshold or None, device)."""
-    validate_args(args)
-    env_id = resolve_env_id(args.env_id)
+def check_env(env_id: str) -> tuple[str, int, gym.Space, Optional[float]]:
+    """(id for gymnasium.make, observation size, action space, reward threshold or None) of the
+    env --env-id names; UsageError if there is none or this script cannot train on it."""
+    env_id = resolve_env_id(env_id)
     probe = gym.make(env_id)
     obs_dim, action_space = check_spaces(probe)
     threshold = probe.spec.reward_threshold if probe.spec else None
     probe.close()
-    torch.set_num_threads(args.torch_threads)
-    device = torch.device("cuda" if args.cuda and torch.cuda.is_available() else "cpu")
-    return env_id, obs_dim, action_space, threshold, device
+    return env_id, obs_dim, action_space, threshold
 
 
-def make_optimizer(agent: Agent, args: Args) -> torch.optim.Optimizer:
-    if args.optimizer == "adam":
-        return torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5)
-    return torch.optim.RMSprop(agent.parameters(), lr=args.learning_rate, alpha=0.99, eps=1e-5)
+def check_resume(checkpoint: dict, args: Args, same: tuple[str, ...]) -> None:
+    """A checkpoint resumes only with the flags in `same` as they were, and short of its end."""
+    for name in same:
+        if checkpoint["args"][name] != getattr(args, name):
+            raise UsageError(f"checkpoint {args.resume} was trained with --{name.replace('_', '-')} "
+                             f"{checkpoint['args'][name]}; resume with the same")
+    if checkpoint["global_step"] >= args.total_timesteps:
+        raise UsageError(f"checkpoint {args.resume} is already at step {checkpoint['global_step']:,}; pass a "
+                         "larger --total-timesteps to train on")
 
 
+# --------------------------------------------------------------------------------- checkpoints
 def describe(action_space: gym.Space) -> str:
     """How a checkpoint records the action space it was trained on, e.g. 'Discrete(2)' or 'Box(6,)'."""
     if isinstance(action_space, gym.spaces.Discrete):
         start = f", start={action_space.start}" if action_space.start else ""
         return f"Discrete({action_space.n}{start})"
     return f"Box{action_space.shape}"
+
+
+def save_checkpoint(path: str, state: dict) -> None:
+    torch.save(state, path + ".tmp")
+    os.replace(path + ".tmp", path)  # never leave a half-written checkpoint behind
 
 
 def load_checkpoint(path: str, obs_dim: int, action_space: gym.Space, device: torch.device) -> dict:
@@ -455,7 +655,7 @@ def load_checkpoint(path: str, obs_dim: int, action_space: gym.Space, device: to
         if checkpoint["algorithm"] != ALGORITHM:
             raise ValueError(f"it was written by {checkpoint['algorithm']}.py")
     except Exception as e:
-        raise UsageError(f"{path} is not an {ALGORITHM}.py checkpoint ({type(e).__name__}: {e})") from None
+        raise UsageError(f"{path} is not a checkpoint of {ALGORITHM}.py ({type(e).__name__}: {e})") from None
     if trained != (obs_dim, describe(action_space)):
         raise UsageError(f"checkpoint {path} was trained on {checkpoint['args']['env_id']} "
                          f"({trained[0]} observations, actions {trained[1]}), which does not match this env "
@@ -463,18 +663,72 @@ def load_checkpoint(path: str, obs_dim: int, action_space: gym.Space, device: to
     return checkpoint
 
 
-def save_checkpoint(path: str, agent: Agent, optimizer, global_step: int, args: Args, stats: dict,
-                    obs_rms: Optional[RunningMeanStd], return_rms: Optional[RunningMeanStd], action_space: gym.Space):
-    torch.save({"agent": agent.state_dict(), "optimizer": optimizer.state_dict(), "global_step": global_step,
-                "algorithm": ALGORITHM, "obs_dim": agent.actor[0].in_features, "action_space": describe(action_space),
-                "args": asdict(args), "stats": stats, "obs_rms": obs_rms, "return_rms": return_rms}, path + ".tmp")
-    os.replace(path + ".tmp", path)  # never leave a half-written checkpoint behind
+def defaults_from_checkpoint(argv: list[str]) -> Args:
+    """With --resume or --eval-checkpoint, the checkpoint's saved arguments become the defaults,
+    so a run goes on as it was started; flags given on the command line still override them."""
+    for i, word in enumerate(argv):
+        flag, _, value = word.partition("=")
+        if flag in ("--resume", "--eval-checkpoint"):
+            path = value or (argv[i + 1] if i + 1 < len(argv) else "")
+            try:
+                checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+                saved = checkpoint["args"] if checkpoint["algorithm"] == ALGORITHM else {}
+            except Exception:
+                return Args()  # a bad path or another script's checkpoint is reported, once parsed, by load_checkpoint
+            fields = Args.__dataclass_fields__
+            return Args(**{k: v for k, v in saved.items() if k in fields and k not in ("resume", "eval_checkpoint")})
+    return Args()
+
+
+# ------------------------------------------------------------------------------------- helpers
+def seed_everything(seed: int, deterministic: bool) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # needed by CUDA for determinism
+    torch.use_deterministic_algorithms(deterministic)
+    torch.backends.cudnn.deterministic = deterministic
+
+
+def make_run_dir(args: Args) -> str:
+    """runs/{env_id}__{exp_name}__{seed}__{unix time}, or a resumed checkpoint's own directory."""
+    if args.resume:
+        return os.path.dirname(os.path.abspath(args.resume))
+    safe_id = args.env_id.replace("/", "_").replace(":", "_")
+    run_dir = os.path.join(args.runs_dir, f"{safe_id}__{args.exp_name}__{args.seed}__{int(time.time())}")
+    os.makedirs(run_dir, exist_ok=True)
+    return run_dir
+
+
+def open_writer(args: Args, run_dir: str) -> SummaryWriter:
+    """Tensorboard's writer for the run, with the flags as text; wandb mirrors it with --track."""
+    if args.track:
+        import wandb
+        wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, sync_tensorboard=True,
+                   config=asdict(args), name=os.path.basename(run_dir), save_code=True)
+    writer = SummaryWriter(run_dir)
+    writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" +
+                    "\n".join(f"|{key}|{value}|" for key, value in asdict(args).items()))
+    return writer
+
+
+def explained_variance(predicted: torch.Tensor, target: torch.Tensor) -> float:
+    """1 - Var(target - predicted) / Var(target): 1 for a perfect critic, 0 for a constant."""
+    var_target = target.var()
+    return float("nan") if var_target == 0 else float(1 - (target - predicted).var() / var_target)
 
 
 def format_seconds(seconds: float) -> str:
     minutes, seconds = divmod(int(seconds), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{seconds:02d}s"
+
+
+def print_progress(step: int, total: int, recent_returns, sps: float) -> None:
+    recent = f"{np.mean(recent_returns):8.1f}" if recent_returns else "     n/a"
+    print(f"step {step:>9,} ({100 * min(step / total, 1):3.0f}%) | return {recent} (last {len(recent_returns)})"
+          f" | {sps:7,.0f} steps/s | ETA {format_seconds(max(total - step, 0) / max(sps, 1e-9))}", flush=True)
 
 
 class StopOnSigint:
@@ -496,197 +750,49 @@ class StopOnSigint:
         signal.signal(signal.SIGINT, self.previous)
 
 
-def seed_everything(seed: int, deterministic: bool) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    if deterministic:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # needed by CUDA for determinism
-    torch.use_deterministic_algorithms(deterministic)
-    torch.backends.cudnn.deterministic = deterministic
-
-
-# ------------------------------------------------------------------------------------ train
-def train(args: Args) -> dict:
-    """Train as `args` say; return the run summary (also written to summary.json)."""
-    env_id, obs_dim, action_space, threshold, device = check_setup(args)
-    checkpoint = load_checkpoint(args.resume, obs_dim, action_space, device) if args.resume else None
-    if checkpoint is None:  # running statistics of the normalising wrappers, shared by all envs
-        obs_rms = RunningMeanStd(shape=(obs_dim,)) if args.norm_obs else None
-        return_rms = RunningMeanStd(shape=()) if args.norm_reward else None
-    else:
-        obs_rms, return_rms = checkpoint["obs_rms"], checkpoint["return_rms"]
-        if (obs_rms is not None, return_rms is not None) != (args.norm_obs, args.norm_reward):
-            raise UsageError(f"checkpoint {args.resume} was trained with --norm-obs {obs_rms is not None} "
-                             f"and --norm-reward {return_rms is not None}; resume with the same")
-        if checkpoint["args"]["optimizer"] != args.optimizer:
-            raise UsageError(f"checkpoint {args.resume} was trained with --optimizer "
-                             f"{checkpoint['args']['optimizer']}; resume with the same")
-        if checkpoint["global_step"] >= args.total_timesteps:
-            raise UsageError(f"checkpoint {args.resume} is already at step {checkpoint['global_step']:,}; pass a "
-                             "larger --total-timesteps to train on")
-
-    # A resumed run goes on with fresh random numbers, not those its start drew.
-    seed_everything(args.seed + (checkpoint["global_step"] if checkpoint else 0), args.torch_deterministic)
-    if checkpoint is None:
-        safe_id = args.env_id.replace("/", "_").replace(":", "_")
-        run_dir = os.path.join(args.runs_dir, f"{safe_id}__{args.exp_name}__{args.seed}__{int(time.time())}")
-    else:  # a resumed run goes on in the directory of its checkpoint
-        run_dir = os.path.dirname(os.path.abspath(args.resume))
-    os.makedirs(run_dir, exist_ok=True)
-    if args.track:
+def write_summary(run: Run, eval_returns: list[float], checkpoint: Optional[str], train_seconds: float) -> dict:
+    """summary.json, what the benchmark and other tools read; the run's last line on the terminal."""
+    for i, episodic_return in enumerate(eval_returns):
+        run.writer.add_scalar("eval/episodic_return", episodic_return, i)
+    run.writer.close()
+    if run.args.track:
         import wandb
-        wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, sync_tensorboard=True,
-                   config=asdict(args), name=os.path.basename(run_dir), save_code=True)
-    writer = SummaryWriter(run_dir)
-    writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" +
-                    "\n".join(f"|{key}|{value}|" for key, value in asdict(args).items()))
-
-    agent = Agent(obs_dim, action_space).to(device)
-    optimizer = make_optimizer(agent, args)
-    global_step = 0
-    stats = {"recent_returns": [], "steps_to_threshold": None, "seconds_to_threshold": None,
-             "wall_seconds": 0.0}
-    if checkpoint is not None:
-        agent.load_state_dict(checkpoint["agent"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        optimizer.param_groups[0]["lr"] = args.learning_rate  # the saved state brought the old one back
-        global_step, stats = checkpoint["global_step"], checkpoint["stats"]
-    recent_returns = collections.deque(stats["recent_returns"], maxlen=20)
-
-    envs = make_vec_env(args, env_id, obs_rms, return_rms, os.path.join(run_dir, "videos"))
-    next_obs, _ = envs.reset(seed=args.seed + global_step)  # sub-env i gets this seed + i
-    box = not agent.discrete
-    action_low, action_high = (envs.single_action_space.low, envs.single_action_space.high) if box else (None, None)
-    action_start = 0 if box else int(envs.single_action_space.start)  # Discrete(n, start): start .. start + n - 1
-    N, T = args.num_envs, args.num_steps
-    batch_size = N * T
-    num_iterations = math.ceil(args.total_timesteps / batch_size)
-    # Rollout storage, filled in numpy (cheap per-step writes), turned into tensors once per rollout.
-    obs_buf = np.zeros((T, N, obs_dim), dtype=np.float32)
-    next_obs_buf = np.zeros((T, N, obs_dim), dtype=np.float32)  # s_{t+1}, final obs at episode ends
-    actions_buf = (np.zeros((T, N, action_space.shape[0]), dtype=np.float32) if box  # as sampled, before clipping
-                   else np.zeros((T, N), dtype=np.int64))
-    rewards_buf = np.zeros((T, N), dtype=np.float32)
-    terminations_buf = np.zeros((T, N), dtype=np.float32)
-    truncations_buf = np.zeros((T, N), dtype=np.float32)
-
-    start_time = time.perf_counter()
-    start_step, last_print = global_step, start_time
-    previous_seconds = stats["wall_seconds"]
-    interrupted = failed = False
-    with StopOnSigint() as sigint:
-        print(f"A2C on {args.env_id}: {num_iterations - global_step // batch_size:,} updates of {batch_size} "
-              f"steps on {device}; logging to {run_dir}", flush=True)
-        for iteration in range(global_step // batch_size, num_iterations):
-            if args.anneal_lr:  # lr falls linearly: lr0 at the first update, lr0 / num_iterations at the last
-                optimizer.param_groups[0]["lr"] = args.learning_rate * (1.0 - iteration / num_iterations)
-
-            # --- rollout: n steps of every env with the current policy ------------------------
-            for t in range(T):
-                obs_buf[t] = next_obs
-                with torch.inference_mode():
-                    action = agent.sample_action(torch.from_numpy(obs_buf[t]).to(device)).cpu().numpy()
-                next_obs, reward, terminated, truncated, info = envs.step(
-                    np.clip(action, action_low, action_high) if box else action + action_start)
-                actions_buf[t], rewards_buf[t] = action, reward
-                terminations_buf[t], truncations_buf[t] = terminated, truncated
-                next_obs_buf[t] = successor_obs(next_obs, info)
-                global_step += N
-                if "_episode" in info.get("final_info", {}):
-                    episode = info["final_info"]["episode"]
-                    for i in np.flatnonzero(info["final_info"]["_episode"]):
-                        recent_returns.append(float(episode["r"][i]))
-                        writer.add_scalar("charts/episodic_return", float(episode["r"][i]), global_step)
-                        writer.add_scalar("charts/episodic_length", int(episode["l"][i]), global_step)
-                    if (stats["steps_to_threshold"] is None and threshold is not None
-                            and len(recent_returns) == recent_returns.maxlen
-                            and np.mean(recent_returns) >= threshold):
-                        stats["steps_to_threshold"] = global_step
-                        stats["seconds_to_threshold"] = previous_seconds + time.perf_counter() - start_time
-
-            # --- one gradient step on the rollout --------------------------------------------
-            rollout = {name: torch.from_numpy(buf).to(device) for name, buf in (
-                ("obs", obs_buf), ("next_obs", next_obs_buf), ("actions", actions_buf), ("rewards", rewards_buf),
-                ("terminations", terminations_buf), ("truncations", truncations_buf))}
-            try:
-                losses = a2c_update(agent, optimizer, rollout, args)
-            except FloatingPointError as e:
-                print(f"{ALGORITHM}.py: error: training stopped at step {global_step}: {e}", file=sys.stderr)
-                failed = True
-                break
-
-            # --- logging -----------------------------------------------------------------------
-            elapsed = time.perf_counter() - start_time
-            sps = (global_step - start_step) / elapsed
-            writer.add_scalar("charts/learning_rate", optimizer.param_groups[0]["lr"], global_step)
-            writer.add_scalar("charts/SPS", sps, global_step)
-            for key, value in losses.items():
-                writer.add_scalar(f"losses/{key}", value, global_step)
-            now = time.perf_counter()
-            if now - last_print >= 5.0 or iteration == num_iterations - 1 or sigint.requested:
-                last_print = now
-                recent = f"{np.mean(recent_returns):8.1f}" if recent_returns else "     n/a"
-                eta = (num_iterations * batch_size - global_step) / max(sps, 1e-9)
-                print(f"step {global_step:>9,} ({100 * global_step / (num_iterations * batch_size):3.0f}%)"
-                      f" | return {recent} (last {len(recent_returns)}) | {sps:7,.0f} steps/s"
-                      f" | ETA {format_seconds(eta)}", flush=True)
-            if sigint.requested and iteration < num_iterations - 1:
-                interrupted = True
-                break
-    envs.close()
-
-    train_seconds = time.perf_counter() - start_time
-    wall_seconds = previous_seconds + train_seconds
-    stats.update(recent_returns=list(recent_returns), wall_seconds=wall_seconds)
-    checkpoint_path = os.path.join(run_dir, f"{args.exp_name}.pt")
-    weights_finite = (all(torch.isfinite(p).all() for p in agent.parameters())
-                      and all(np.isfinite(rms.var).all() for rms in (obs_rms, return_rms) if rms is not None))
-    if args.save_model and weights_finite:  # a checkpoint on disk is never replaced by broken weights
-        save_checkpoint(checkpoint_path, agent, optimizer, global_step, args, stats, obs_rms, return_rms,
-                        action_space)
-    eval_returns = []
-    if not (interrupted or failed):
-        eval_returns = evaluate(agent, env_id, obs_rms, args.eval_episodes, args.seed + 10_000, device)
-        for i, episodic_return in enumerate(eval_returns):
-            writer.add_scalar("eval/episodic_return", episodic_return, i)
-    writer.close()
-    if args.track:
         wandb.finish()
-
+    recent = run.recent_returns
     summary = {
-        "algorithm": ALGORITHM, "env_id": args.env_id, "seed": args.seed, "global_step": global_step,
-        "wall_seconds": wall_seconds, "sps": (global_step - start_step) / train_seconds,
-        "final_return": float(np.mean(recent_returns)) if recent_returns else None,
+        "algorithm": ALGORITHM, "env_id": run.args.env_id, "seed": run.args.seed, "global_step": run.global_step,
+        "wall_seconds": run.stats["wall_seconds"], "sps": (run.global_step - run.start_step) / train_seconds,
+        "final_return": float(np.mean(recent)) if recent else None,
         "eval_return": float(np.mean(eval_returns)) if eval_returns else None,
         "eval_return_std": float(np.std(eval_returns)) if eval_returns else None,
-        "reward_threshold": threshold, "steps_to_threshold": stats["steps_to_threshold"],
-        "seconds_to_threshold": stats["seconds_to_threshold"],
-        "interrupted": interrupted, "failed": failed,
-        "checkpoint": checkpoint_path if args.save_model and weights_finite else None, "run_dir": run_dir,
-        "args": asdict(args),
+        "reward_threshold": run.threshold, "steps_to_threshold": run.stats["steps_to_threshold"],
+        "seconds_to_threshold": run.stats["seconds_to_threshold"],
+        "interrupted": run.interrupted, "failed": run.failed, "checkpoint": checkpoint, "run_dir": run.run_dir,
+        "args": asdict(run.args),
     }
-    with open(os.path.join(run_dir, "summary.json"), "w") as f:
+    with open(os.path.join(run.run_dir, "summary.json"), "w") as f:
         json.dump(summary, f, indent=2)
-    if interrupted:
-        resume_hint = f"; continue with --resume {checkpoint_path}" if args.save_model else ""
-        print(f"interrupted at step {global_step:,}{resume_hint}", flush=True)
-    elif not failed:
-        final = f"{summary['final_return']:.1f}" if recent_returns else "no episode finished"
+    if run.interrupted:
+        resume_hint = f"; continue with --resume {checkpoint}" if checkpoint else ""
+        print(f"interrupted at step {run.global_step:,}{resume_hint}", flush=True)
+    elif not run.failed:
+        final = f"{summary['final_return']:.1f}" if recent else "no episode finished"
         print(f"eval: mean return {summary['eval_return']:.1f} ± {summary['eval_return_std']:.1f} over "
-              f"{len(eval_returns)} greedy (mean-action) episodes (training: {final}, "
-              f"{wall_seconds:.1f}s, {summary['sps']:,.0f} steps/s)", flush=True)
+              f"{len(eval_returns)} {GREEDY} episodes (training: {final}, {summary['wall_seconds']:.1f}s, "
+              f"{summary['sps']:,.0f} steps/s)", flush=True)
     return summary
 
 
-# --------------------------------------------------------------------------------- evaluate
+# ------------------------------------------------------------------------------------ evaluation
+GREEDY = "greedy (mean-action)"  # how evaluation acts, in messages: argmax, or the Gaussian's mean
+
+
 def evaluate(agent: Agent, env_id: str, obs_rms: Optional[RunningMeanStd], episodes: int, seed: int,
              device: torch.device, video_dir: Optional[str] = None) -> list[float]:
     """Raw returns of `episodes` episodes with the greedy action (the mean, for a Gaussian),
     observations normalised by the frozen obs_rms."""
-    env = make_env(env_id, obs_rms, update_stats=False, capture_video=video_dir is not None,
-                   video_dir=video_dir or "")()
-    box = isinstance(env.action_space, gym.spaces.Box)
+    env = make_env(env_id, obs_rms, update_stats=False, video_dir=video_dir)()
+    space = env.action_space
     returns = []
     obs, _ = env.reset(seed=seed)
     for _ in range(episodes):
@@ -695,8 +801,8 @@ def evaluate(agent: Agent, env_id: str, obs_rms: Optional[RunningMeanStd], episo
             with torch.inference_mode():
                 obs_tensor = torch.as_tensor(np.asarray(obs, dtype=np.float32), device=device)
                 action = agent.greedy_action(obs_tensor).cpu().numpy()
-            action = (np.clip(action, env.action_space.low, env.action_space.high) if box
-                      else int(action) + int(env.action_space.start))
+            action = (np.clip(action, space.low, space.high) if isinstance(space, gym.spaces.Box)
+                      else int(action) + int(space.start))
             obs, reward, terminated, truncated, _ = env.step(action)
             episodic_return += float(reward)
             done = terminated or truncated
@@ -708,7 +814,10 @@ def evaluate(agent: Agent, env_id: str, obs_rms: Optional[RunningMeanStd], episo
 
 def evaluate_checkpoint(args: Args) -> list[float]:
     """--eval-checkpoint: load the policy and normalisation saved at that path and run greedy episodes."""
-    env_id, obs_dim, action_space, _, device = check_setup(args)
+    validate_args(args, FLAG_RULES)
+    env_id, obs_dim, action_space, _ = check_env(args.env_id)
+    torch.set_num_threads(args.torch_threads)
+    device = torch.device("cuda" if args.cuda and torch.cuda.is_available() else "cpu")
     checkpoint = load_checkpoint(args.eval_checkpoint, obs_dim, action_space, device)
     agent = Agent(obs_dim, action_space).to(device)
     agent.load_state_dict(checkpoint["agent"])
@@ -716,27 +825,9 @@ def evaluate_checkpoint(args: Args) -> list[float]:
                  if args.capture_video else None)
     returns = evaluate(agent, env_id, checkpoint["obs_rms"], args.eval_episodes, args.seed + 10_000, device,
                        video_dir)
-    print(f"eval: mean return {np.mean(returns):.1f} ± {np.std(returns):.1f} over {len(returns)} "
-          f"greedy (mean-action) episodes of {args.env_id} (checkpoint at step {checkpoint['global_step']:,})",
-          flush=True)
+    print(f"eval: mean return {np.mean(returns):.1f} ± {np.std(returns):.1f} over {len(returns)} {GREEDY} "
+          f"episodes of {args.env_id} (checkpoint at step {checkpoint['global_step']:,})", flush=True)
     return returns
-
-
-def defaults_from_checkpoint(argv: list[str]) -> Args:
-    """With --resume or --eval-checkpoint, the checkpoint's saved arguments become the defaults,
-    so a run goes on as it was started; flags given on the command line still override them."""
-    for i, word in enumerate(argv):
-        flag, _, value = word.partition("=")
-        if flag in ("--resume", "--eval-checkpoint"):
-            path = value or (argv[i + 1] if i + 1 < len(argv) else "")
-            try:
-                checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-                saved = checkpoint["args"] if checkpoint["algorithm"] == ALGORITHM else {}
-            except Exception:
-                return Args()  # a bad path or another script's checkpoint is reported, once parsed, by load_checkpoint
-            fields = Args.__dataclass_fields__
-            return Args(**{k: v for k, v in saved.items() if k in fields and k not in ("resume", "eval_checkpoint")})
-    return Args()
 
 
 if __name__ == "__main__":

@@ -1,54 +1,29 @@
 """Proximal Policy Optimization (PPO) with the clipped surrogate objective, continuous actions.
 
 The idea this file adds to ppo.py: a diagonal Gaussian policy for real-valued actions, its mean
-from the actor network and its log σ a learned parameter, the same in every state; and the
-normalised observations and rewards that MuJoCo-scale envs need.
+μ_θ(s) from the actor network, its log σ learned and the same in every state, so that
+log π_θ(a|s) = Σ_i [-(a_i - μ_θ(s)_i)² / (2σ_i²) - log σ_i - ½ log 2π]. The rollout stores the
+sample a = μ_θ(s) + σ ⊙ ξ, ξ ~ N(0, I), as drawn, for ρ_t(θ); only the env's copy is clipped to
+its bounds. Evaluation acts with the mean. make_env normalises observations and rewards by running
+statistics shared by all envs (and processes), saved in the checkpoint, frozen for evaluation.
 
-    log π_θ(a|s) = Σ_i [ -(a_i - μ_θ(s)_i)² / (2σ_i²) - log σ_i - ½ log 2π ]     summed over dimensions
-    H(π_θ(·|s))  = Σ_i [ ½ + ½ log 2π + log σ_i ]
-
-The sampled action is stored and its log-density goes into the ratio; only the copy sent to the
-env is clipped to the action bounds. The rest is ppo.py's:
-
-    r_t(θ)      = π_θ(a_t | s_t) / π_θold(a_t | s_t)                        probability ratio
-    L^CLIP(θ)   = E_t[ min( r_t(θ) Â_t,  clip(r_t(θ), 1 - ε, 1 + ε) Â_t ) ]    clipped surrogate
-    L(θ)        = -L^CLIP(θ) + c_v · ½ E_t[(V_θ(s_t) - R̂_t)²] - c_e · E_t[H(π_θ(·|s_t))]
-
-The minimum makes the objective a pessimistic bound: a change of the ratio beyond 1 ± ε earns
-nothing when it would improve the objective, but is still paid for when it makes it worse.
-
-Advantages come from generalised advantage estimation (GAE):
-
-    δ_t = r_t + γ (1 - term_t) V(s_{t+1}) - V(s_t)                         TD error
-    Â_t = δ_t + γ λ (1 - done_t) Â_{t+1}                                    GAE(λ)
-    R̂_t = Â_t + V(s_t)                                                     value target
-
-s_{t+1} is the true successor state. When an episode ends at t, the vector env has already
-reset, so s_{t+1} is the final observation it reports. A time-limit truncation is not a real
-end: its return is bootstrapped from V(s_{t+1}). Only a true termination cuts it (term_t = 1).
-done_t = term_t or trunc_t stops the recursion from running into the next episode.
-
-Normalisation by gymnasium's wrappers, with running statistics shared by all envs, saved in the
-checkpoint, and frozen for evaluation (logged returns are the env's own, recorded before them):
-
-    s ← clip((s - mean[s]) / √(var[s] + 1e-8), -10, 10)                    observations
-    r ← clip(r / √(var[G] + 1e-8), -10, 10),  G ← γ (1 - term) G + r         rewards; G the discounted return
-
-Defaults (1 env x 2048 steps, 32 minibatches, 10 epochs, lr 3e-4 annealed, γ 0.99, λ 0.95, 1M
-steps) are the PPO paper's MuJoCo settings.
+Defaults: the PPO paper's MuJoCo settings (2048 steps, 10 epochs of minibatches of 64, Adam 3e-4,
+γ 0.99, λ 0.95, 1M steps) and, from OpenAI Baselines' ppo2, the normalisation and the annealed
+learning rate (the paper keeps 3e-4). The rest is ppo.py's. Reading map: Agent (log π_θ, H, the
+sample), make_env (the normalisation), then as in ppo.py; read down to the PLUMBING banner. The
+tests show the math: tests/test_ppo_continuous.py (log π_θ and H, the env's clipped copy of the
+stored sample, frozen statistics), tests/test_distributed.py (merged statistics).
 
 References:
     Schulman, Wolski, Dhariwal, Radford, Klimov (2017). Proximal Policy Optimization
         Algorithms. arXiv:1707.06347
-    Schulman, Moritz, Levine, Jordan, Abbeel (2016). High-Dimensional Continuous Control
-        Using Generalized Advantage Estimation. arXiv:1506.02438
 
 Example:
     python ppo_continuous.py --env-id HalfCheetah-v5 --seed 1
-    python ppo_continuous.py --eval-checkpoint runs/<run>/ppo_continuous.pt
 """
 
 import collections
+import functools
 import gc
 import importlib
 import itertools
@@ -60,6 +35,7 @@ import signal
 import sys
 import time
 from dataclasses import asdict, dataclass
+from types import SimpleNamespace
 from typing import Optional
 
 import numpy as np
@@ -71,57 +47,28 @@ import tyro
 from gymnasium.wrappers.utils import RunningMeanStd
 from torch.utils.tensorboard import SummaryWriter
 
+ALGORITHM = "ppo_continuous"  # names this script in its messages, checkpoints and summary.json
+
 
 @dataclass
-class Args:
-    # --- experiment -------------------------------------------------------------------------
-    exp_name: str = "ppo_continuous"
-    """name of the experiment: it names the run directory and the checkpoint file"""
+class Hyperparameters:
+    """What the algorithm does; Args, below the PLUMBING banner, adds the run's own flags."""
     env_id: str = "HalfCheetah-v5"
-    """gymnasium env id, also `module:EnvName-v0` for an env your own module registers, or
-    `module:ClassName` for a gymnasium.Env subclass in your module"""
-    seed: int = 1
-    """seed of python, numpy, torch and the envs"""
+    """gymnasium env id; for your own env `module:EnvName-v0` or `module:ClassName` (README.md)"""
     total_timesteps: int = 1_000_000
     """env steps to train for, over all envs (rounded up to a whole number of rollouts)"""
-    torch_deterministic: bool = True
-    """make torch use deterministic algorithms"""
-    cuda: bool = True
-    """use CUDA when it is available"""
-    torch_threads: int = 1
-    """CPU threads for torch; one is fastest for networks this small"""
-    runs_dir: str = "runs"
-    """where run directories are created"""
-    track: bool = False
-    """log to Weights & Biases as well (needs `pip install wandb`)"""
-    wandb_project_name: str = "policy-gradients"
-    """the wandb project, with --track"""
-    wandb_entity: Optional[str] = None
-    """the wandb team or user, with --track"""
-    capture_video: bool = False
-    """record videos of the first env's episodes into the run's videos/ (needs moviepy)"""
-    save_model: bool = True
-    """save a checkpoint at the end of training and on Ctrl-C"""
-    resume: Optional[str] = None
-    """checkpoint to continue training from, up to --total-timesteps"""
-    eval_checkpoint: Optional[str] = None
-    """evaluate this checkpoint with mean actions instead of training"""
-    eval_episodes: int = 10
-    """mean-action episodes run after training, or with --eval-checkpoint"""
-
-    # --- algorithm --------------------------------------------------------------------------
     learning_rate: float = 3e-4
-    """Adam step size"""
+    """step size of the optimiser"""
     anneal_lr: bool = True
     """decay the learning rate linearly over the run, to lr / (number of updates) at the last"""
     num_envs: int = 1
     """parallel envs in the vector env"""
     num_steps: int = 2048
-    """steps per env in each rollout; a rollout is num_envs * num_steps transitions"""
+    """steps per env in each rollout; a rollout is num_envs * num_steps"""
     gamma: float = 0.99
     """discount factor γ"""
     gae_lambda: float = 0.95
-    """GAE λ: 0 gives one-step TD errors, 1 Monte-Carlo returns minus V"""
+    """GAE λ: 0 gives one-step TD errors, 1 the n-step return to the rollout's end, minus V"""
     num_minibatches: int = 32
     """minibatches each rollout is split into"""
     update_epochs: int = 10
@@ -146,11 +93,493 @@ class Args:
     """stop the update's epochs early once a minibatch's approximate KL exceeds this"""
 
 
+# ------------------------------------------------------------------------------------- the math
+def compute_gae(rewards, values, next_values, terminations, truncations, gamma: float, lam: float):
+    """GAE Â_t over a rollout of shape (T,) or (T, N). next_values[t] is V_φ(s_{t+1}) of the true
+    successor: a termination zeroes it, a truncation keeps it (the return the time limit cut off
+    is bootstrapped). Either one stops the recursion at the episode's end."""
+    not_terminated = 1.0 - terminations.float()
+    not_done = 1.0 - torch.maximum(terminations.float(), truncations.float())
+    deltas = rewards + gamma * not_terminated * next_values - values  # δ_t
+    advantages = torch.zeros_like(deltas)
+    next_advantage = torch.zeros_like(deltas[0])
+    for t in reversed(range(len(deltas))):  # Â_t = δ_t + γλ(1 - done_t) Â_{t+1}
+        next_advantage = deltas[t] + gamma * lam * not_done[t] * next_advantage
+        advantages[t] = next_advantage
+    return advantages
+
+
+def clipped_policy_loss(new_logprob, old_logprob, advantages, clip_coef: float):
+    """-L^CLIP(θ), approx_kl (the k3 estimate Ê[(ρ - 1) - log ρ] of KL(π_θold ‖ π_θ): unbiased,
+    never negative) and clipfrac (the fraction of ratios outside [1 - ε, 1 + ε]; only those on the
+    side Â_t pushes towards lose their gradient)."""
+    log_ratio = new_logprob - old_logprob
+    ratio = log_ratio.exp()  # ρ_t(θ)
+    unclipped = ratio * advantages
+    clipped = torch.clamp(ratio, 1 - clip_coef, 1 + clip_coef) * advantages
+    loss = -torch.min(unclipped, clipped).mean()  # -Ê[min(ρ Â, clip(ρ, 1-ε, 1+ε) Â)]
+    with torch.no_grad():
+        approx_kl = ((ratio - 1) - log_ratio).mean()
+        clipfrac = ((ratio - 1).abs() > clip_coef).float().mean()
+    return loss, approx_kl, clipfrac
+
+
+def value_loss(new_value, old_value, returns, clip_coef: Optional[float]):
+    """½ Ê[(V_φ(s) - R̂)²]; with clip_coef, the pessimistic max with the clipped value's error."""
+    loss = (new_value - returns) ** 2
+    if clip_coef is not None:
+        clipped_value = old_value + torch.clamp(new_value - old_value, -clip_coef, clip_coef)
+        loss = torch.max(loss, (clipped_value - returns) ** 2)
+    return 0.5 * loss.mean()
+
+
+# ------------------------------------------------------------------------------------ the agent
+def layer_init(layer: nn.Linear, std: float = math.sqrt(2), bias: float = 0.0) -> nn.Linear:
+    """Orthogonal weights with gain std, constant bias."""
+    nn.init.orthogonal_(layer.weight, std)
+    nn.init.constant_(layer.bias, bias)
+    return layer
+
+
+def mlp(in_dim: int, out_dim: int, out_std: float, hidden: int = 64) -> nn.Sequential:
+    return nn.Sequential(
+        layer_init(nn.Linear(in_dim, hidden)), nn.Tanh(),
+        layer_init(nn.Linear(hidden, hidden)), nn.Tanh(),
+        layer_init(nn.Linear(hidden, out_dim), std=out_std),
+    )
+
+
+class Agent(nn.Module):
+    """The actor π_θ(a|s) and the critic V_φ(s), separate 64-64 tanh MLPs. The actor is
+    a diagonal Gaussian: mean μ_θ(s), and a learned log σ, the same in every state."""
+
+    def __init__(self, obs_dim: int, action_size: int):
+        super().__init__()
+        self.critic = mlp(obs_dim, 1, out_std=1.0)
+        # A small last layer starts the mean near 0, so early updates are gentle; σ starts at 1.
+        self.actor = mlp(obs_dim, action_size, out_std=0.01)
+        self.log_std = nn.Parameter(torch.zeros(action_size))
+
+    def value(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.critic(obs).squeeze(-1)
+
+    def logprob_entropy(self, obs: torch.Tensor, actions: torch.Tensor):
+        """log π_θ(a|s) of the given actions and the entropy H(π_θ(·|s)), per state."""
+        z = (actions - self.actor(obs)) / self.log_std.exp()  # z_i = (a_i - μ_θ(s)_i) / σ_i
+        logprob = (-0.5 * z ** 2 - self.log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
+        entropy = (0.5 + 0.5 * math.log(2 * math.pi) + self.log_std).sum(-1).expand(logprob.shape)
+        return logprob, entropy
+
+    def sample_action(self, obs: torch.Tensor) -> torch.Tensor:
+        """a ~ π_θ(·|s): μ_θ(s) + σ ⊙ ξ, ξ ~ N(0, I) (before clipping)."""
+        out = self.actor(obs)
+        return out + self.log_std.exp() * torch.randn_like(out)
+
+    def greedy_action(self, obs: torch.Tensor) -> torch.Tensor:
+        """The most probable action: the Gaussian's mean μ_θ(s)."""
+        return self.actor(obs)
+
+
+# ----------------------------------------------------------------------------------- the update
+def ppo_update(agent: Agent, optimizer: torch.optim.Optimizer, batch: dict, args: Hyperparameters,
+               average_=None) -> dict:
+    """Epochs of minibatch steps over the batch (flat tensors), stopped early by --target-kl; the
+    losses, averaged over the minibatches of the last epoch that took a step."""
+    batch_size, last_epoch, names, epochs, stopped_early = len(batch["obs"]), [], (), 0, False
+    for epoch in range(args.update_epochs):
+        epoch_losses = []
+        permutation = torch.randperm(batch_size, device=batch["obs"].device)
+        for indices in permutation.split(batch_size // args.num_minibatches):
+            minibatch = {key: value[indices] for key, value in batch.items()}
+            losses = ppo_step(agent, optimizer, minibatch, args, average_)
+            if losses is None:
+                stopped_early = True
+                break
+            epoch_losses.append(losses)
+        if epoch_losses:
+            last_epoch, epochs, names = epoch_losses, epochs + 1, epoch_losses[0]
+        if stopped_early:
+            break
+    means = {key: torch.stack([step[key] for step in last_epoch]).mean().item() for key in names}
+    return {**means, "epochs": epochs, "stopped_early": stopped_early}
+
+
+def ppo_step(agent: Agent, optimizer: torch.optim.Optimizer, batch: dict, args: Hyperparameters,
+             average_=None) -> Optional[dict]:
+    """One gradient step on L(θ, φ) over a minibatch; its losses, or None and no step if --target-kl
+    stops the update. average_: see the torchrun section below PLUMBING (None in one process)."""
+    advantages = batch["advantages"]
+    if args.norm_adv:
+        advantages = (advantages - advantages.mean()) / (advantages.std(correction=0) + 1e-8)
+    logprobs, entropy = agent.logprob_entropy(batch["obs"], batch["actions"])
+    pg_loss, approx_kl, clipfrac = clipped_policy_loss(logprobs, batch["logprobs"], advantages,
+                                                       args.clip_coef)
+    if args.target_kl is not None:
+        if average_ is not None:
+            average_([approx_kl])  # so that all processes stop at the same minibatch
+        if approx_kl > args.target_kl:
+            return None
+    v_loss = value_loss(agent.value(batch["obs"]), batch["values"], batch["returns"],
+                        args.clip_coef if args.clip_vloss else None)
+    entropy = entropy.mean()
+    loss = pg_loss - args.ent_coef * entropy + args.vf_coef * v_loss
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    losses = {"loss": loss, "policy_loss": pg_loss, "value_loss": v_loss, "entropy": entropy,
+              "approx_kl": approx_kl, "clipfrac": clipfrac}
+    if average_ is not None:  # one all-reduce for the losses and the gradient
+        stacked = torch.stack(list(losses.values())).detach()
+        average_([stacked, *(p.grad for p in agent.parameters())])
+        losses = dict(zip(losses, stacked))
+    if not torch.isfinite(losses["loss"]):  # the same on every process
+        raise FloatingPointError("loss is {loss} (policy {policy_loss}, value {value_loss})".format(
+            **{key: value.item() for key, value in losses.items()}))
+    nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
+    optimizer.step()
+    return {key: value.detach() for key, value in losses.items()}
+
+
+# ---------------------------------------------------------------------------------- the rollout
+def make_env(env_id: str, obs_rms: Optional[RunningMeanStd] = None, return_rms=None,
+             gamma: float = 0.99, update_stats: bool = True, video_dir: Optional[str] = None):
+    """A thunk building one env that records its episodes' statistics (and, with a video_dir,
+    videos of them), then normalises with the running statistics given (shared by all envs,
+    carried by the checkpoint, frozen if not update_stats). Logged returns stay the env's own.
+
+        s ← clip((s - mean[s]) / √(var[s] + 1e-8), -10, 10)              observations
+        r ← clip(r / √(var[G] + 1e-8), -10, 10),  G ← γ (1 - term) G + r   rewards
+    """
+    def thunk():
+        if video_dir:
+            env = gym.make(env_id, render_mode="rgb_array")
+            env = gym.wrappers.RecordVideo(env, video_dir, disable_logger=True)
+        else:
+            env = gym.make(env_id)
+        env = gym.wrappers.RecordEpisodeStatistics(env)
+        if obs_rms is not None:
+            env = gym.wrappers.NormalizeObservation(env)
+            env.obs_rms, env.update_running_mean = obs_rms, update_stats
+            env = gym.wrappers.TransformObservation(env, lambda obs: np.clip(obs, -10, 10),
+                                                    env.observation_space)
+        if return_rms is not None:
+            env = gym.wrappers.NormalizeReward(env, gamma=gamma)
+            env.return_rms, env.update_running_mean = return_rms, update_stats
+            env = gym.wrappers.ClipReward(env, -10, 10)
+        return env
+    return thunk
+
+
+def make_vec_env(env_id: str, num_envs: int, obs_rms, return_rms, gamma: float,
+                 video_dir: Optional[str] = None) -> gym.vector.VectorEnv:
+    """num_envs copies in one process, autoreset in the same step (so final_obs is at hand); the
+    first records videos to video_dir, if given."""
+    thunks = [make_env(env_id, obs_rms, return_rms, gamma, video_dir=video_dir if i == 0 else None)
+              for i in range(num_envs)]
+    return gym.vector.SyncVectorEnv(thunks, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+
+
+def successor_obs(next_obs: np.ndarray, info: dict) -> np.ndarray:
+    """The true s_{t+1} of each env. Where an episode just ended, the vector env has already
+    reset and returned the next episode's first observation; the final one is in info."""
+    if "_final_obs" not in info:
+        return next_obs
+    successor = next_obs.copy()
+    for i in np.flatnonzero(info["_final_obs"]):
+        successor[i] = info["final_obs"][i]
+    return successor
+
+
+def collect_rollout(envs: gym.vector.VectorEnv, agent: Agent, obs: np.ndarray, num_steps: int,
+                    device: torch.device, episode_ended) -> tuple[dict, np.ndarray]:
+    """num_steps steps of every env with actions drawn from π_θ, from observations obs. Returns
+    the rollout as tensors of shape (T, N, ...) and the observations to go on from. Each episode
+    that ends is reported as episode_ended(env steps into the rollout, env, return, length)."""
+    T, N, space = num_steps, envs.num_envs, envs.single_action_space
+    box = isinstance(space, gym.spaces.Box)
+    rollout = {"obs": np.zeros((T, N, obs.shape[-1]), dtype=np.float32),
+               "next_obs": np.zeros((T, N, obs.shape[-1]), dtype=np.float32),  # s_{t+1}
+               "actions": (np.zeros((T, N, space.shape[0]), dtype=np.float32) if box  # as sampled
+                           else np.zeros((T, N), dtype=np.int64)),
+               **{key: np.zeros((T, N), dtype=np.float32) for key in
+                  ("rewards", "terminations", "truncations")}}
+    for t in range(T):
+        rollout["obs"][t] = obs
+        with torch.inference_mode():
+            action = agent.sample_action(torch.from_numpy(rollout["obs"][t]).to(device))
+        action = action.cpu().numpy()
+        # The env gets the action clipped to its bounds, or shifted to a Discrete space's start.
+        env_action = np.clip(action, space.low, space.high) if box else action + int(space.start)
+        obs, reward, terminated, truncated, info = envs.step(env_action)
+        rollout["actions"][t], rollout["rewards"][t] = action, reward
+        rollout["terminations"][t], rollout["truncations"][t] = terminated, truncated
+        rollout["next_obs"][t] = successor_obs(obs, info)
+        if "_episode" in info.get("final_info", {}):
+            episode = info["final_info"]["episode"]
+            for i in np.flatnonzero(info["final_info"]["_episode"]):
+                episode_ended((t + 1) * N, int(i), float(episode["r"][i]), int(episode["l"][i]))
+    return {key: torch.from_numpy(value).to(device) for key, value in rollout.items()}, obs
+
+
+def make_batch(agent: Agent, rollout: dict, args: Hyperparameters) -> dict:
+    """The rollout with what the update needs besides: V_φ(s_t) from the critic that saw it,
+    the advantages Â_t by GAE, and the value targets R̂_t = Â_t + V_φ(s_t); log π_θold(a_t|s_t)
+    too, from the policy that acted. Flattened to T·N transitions, for the minibatches."""
+    with torch.no_grad():
+        values = agent.value(rollout["obs"])
+        next_values = agent.value(rollout["next_obs"])
+        logprobs, _ = agent.logprob_entropy(rollout["obs"], rollout["actions"])
+        advantages = compute_gae(rollout["rewards"], values, next_values, rollout["terminations"],
+                                 rollout["truncations"], args.gamma, args.gae_lambda)
+    flat = lambda x: x.reshape(-1, *x.shape[2:])  # (T, N, ...) -> (T * N, ...)
+    return {"obs": flat(rollout["obs"]), "actions": flat(rollout["actions"]),
+            "logprobs": flat(logprobs), "values": flat(values), "advantages": flat(advantages),
+            "returns": flat(advantages + values)}
+
+
+# --------------------------------------------------------------------------------------- train
+def train(args: "Args") -> Optional[dict]:
+    """Train PPO as args say; return the run's summary. Run, below the PLUMBING banner, does
+    the rest: checks, seeding, resuming, logging, Ctrl-C, the checkpoint, evaluation (and, of
+    several processes, each one's share of the work; all but the first return None)."""
+    run = Run(args)
+    obs_rms, return_rms = run.normalisation()  # running statistics, shared by all envs, or None
+    envs = make_vec_env(run.env_id, run.num_envs, obs_rms, return_rms, args.gamma, run.video_dir)
+    agent = Agent(run.obs_dim, envs.single_action_space.shape[0]).to(run.device)
+    optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5, fused=True)
+    obs = run.start(envs, agent, optimizer)  # resumes from a checkpoint; resets the envs
+    try:
+        for iteration in run.iterations():
+            if args.anneal_lr:  # linearly: lr at the first update, lr / num_iterations at the last
+                done = iteration / run.num_iterations
+                optimizer.param_groups[0]["lr"] = args.learning_rate * (1 - done)
+            rollout, obs = collect_rollout(envs, agent, obs, args.num_steps, run.device,
+                                           run.episode_ended)
+            batch = make_batch(agent, rollout, args)
+            losses = ppo_update(agent, optimizer, batch, args, run.average_)
+            run.log(losses, optimizer, batch)
+    except FloatingPointError as error:  # a non-finite loss: stop, and keep the last good weights
+        run.fail(error)
+    return run.finish()
+
+
+# ==== PLUMBING: nothing below changes what the algorithm computes ====
+@dataclass
+class Args(Hyperparameters):
+    exp_name: str = ALGORITHM
+    """name of the experiment: it names the run directory and the checkpoint file"""
+    seed: int = 1
+    """seed of python, numpy, torch and the envs"""
+    torch_deterministic: bool = True
+    """make torch use deterministic algorithms"""
+    cuda: bool = True
+    """use CUDA when it is available"""
+    torch_threads: int = 1
+    """CPU threads for torch; one is fastest for networks this small"""
+    runs_dir: str = "runs"
+    """where run directories are created"""
+    track: bool = False
+    """log to Weights & Biases as well (needs `pip install wandb`)"""
+    wandb_project_name: str = "policy-gradients"
+    """the wandb project, with --track"""
+    wandb_entity: Optional[str] = None
+    """the wandb team or user, with --track"""
+    capture_video: bool = False
+    """record videos of the first env's episodes into the run's videos/ (needs moviepy)"""
+    save_model: bool = True
+    """save a checkpoint at the end of training and on Ctrl-C"""
+    resume: Optional[str] = None
+    """checkpoint to continue training from, up to --total-timesteps"""
+    eval_checkpoint: Optional[str] = None
+    """evaluate this checkpoint instead of training"""
+    eval_episodes: int = 10
+    """episodes, acting greedily, to evaluate with after training or with --eval-checkpoint"""
+
+
+class Run:
+    """All of a training run that is not the algorithm: the checks, seeding, resuming, the run
+    directory, tensorboard (and wandb), the progress line, Ctrl-C, the checkpoint, evaluation
+    and summary.json. train() calls it at a few points; each method says when."""
+
+    def __init__(self, args: Args):
+        """Before anything is built: check the flags and the env, load a checkpoint to resume,
+        seed, make the run directory and its writer."""
+        validate_args(args, FLAG_RULES)
+        self.processes = Processes(args)  # this one among those torchrun started, or alone
+        self.args = args
+        self.env_id, self.obs_dim, self.action_space, self.threshold = check_env(args.env_id)
+        torch.set_num_threads(args.torch_threads)
+        self.device = self.processes.device
+        self.checkpoint = None
+        if args.resume:
+            self.checkpoint = load_checkpoint(args.resume, self.obs_dim, self.action_space, self.device)
+            check_resume(self.checkpoint, args, ("norm_obs", "norm_reward"))
+        self.global_step = self.checkpoint["global_step"] if self.checkpoint else 0
+        self.stats = self.checkpoint["stats"] if self.checkpoint else {
+            "recent_returns": [], "steps_to_threshold": None, "seconds_to_threshold": None, "wall_seconds": 0.0}
+        # A resumed run goes on with fresh random numbers, not those its start drew.
+        seed_everything(args.seed + self.global_step + self.processes.rank, args.torch_deterministic)
+        self.is_main = self.processes.rank == 0  # of several processes, the first logs and saves
+        self.run_dir = make_run_dir(args) if self.is_main else None
+        self.writer = open_writer(args, self.run_dir) if self.is_main else SimpleNamespace(
+            add_scalar=lambda *args: None, close=lambda: None)  # the other ranks log nothing
+        self.video_dir = os.path.join(self.run_dir, "videos") if args.capture_video and self.is_main else None
+        self.num_envs, self.average_ = self.processes.num_envs, self.processes.average_
+        self.batch_size = args.num_envs * args.num_steps
+        self.num_iterations = math.ceil(args.total_timesteps / self.batch_size)
+        self.recent_returns = collections.deque(self.stats["recent_returns"], maxlen=20)
+        self.episodes = []  # the episodes that ended in the current rollout
+        self.interrupted = self.failed = False
+
+    def normalisation(self) -> tuple[Optional[RunningMeanStd], Optional[RunningMeanStd]]:
+        """The running statistics of observations and returns: the checkpoint's, or new ones."""
+        if self.checkpoint:
+            self.obs_rms, self.return_rms = self.checkpoint["obs_rms"], self.checkpoint["return_rms"]
+        else:
+            self.obs_rms = RunningMeanStd(shape=(self.obs_dim,)) if self.args.norm_obs else None
+            self.return_rms = RunningMeanStd(shape=()) if self.args.norm_reward else None
+        return self.obs_rms, self.return_rms
+
+    def start(self, envs: gym.vector.VectorEnv, agent: Agent, optimizer: torch.optim.Optimizer) -> np.ndarray:
+        """Once the envs, the agent and the optimiser exist: restore them from the checkpoint,
+        reset the envs; return their first observations."""
+        self.envs, self.agent, self.optimizer = envs, agent, optimizer
+        if self.checkpoint:
+            agent.load_state_dict(self.checkpoint["agent"])
+            optimizer.load_state_dict(self.checkpoint["optimizer"])
+            optimizer.param_groups[0]["lr"] = self.args.learning_rate  # the flag, not the saved rate
+        self.processes.broadcast(agent)  # every process starts from the first one's parameters
+        self.merged = {rms: moments(rms) for rms in (self.obs_rms, self.return_rms) if rms is not None}
+        obs, _ = envs.reset(seed=self.args.seed + self.global_step + self.processes.first_env)  # env i: seed + i
+        return obs
+
+    def iterations(self):
+        """The updates still to run, by index; after a Ctrl-C the loop ends with the update in
+        progress. A progress line every few seconds."""
+        self.start_time = self.last_print = time.perf_counter()
+        self.start_step = self.global_step
+        with StopOnSigint() as self.sigint:
+            print(f"PPO on {self.args.env_id}: {self.num_iterations - self.global_step // self.batch_size:,} "
+                  f"updates of {self.batch_size} steps on {self.device}{self.processes.header}; logging to "
+                  f"{self.run_dir}", flush=True)
+            for iteration in range(self.global_step // self.batch_size, self.num_iterations):
+                yield iteration
+                if self.stop and iteration < self.num_iterations - 1:
+                    self.interrupted = True
+                    return
+
+    def episode_ended(self, steps: int, env: int, episodic_return: float, length: int) -> None:
+        """Called by the rollout for each episode that ends, `steps` env steps into it."""
+        steps, env = steps * self.processes.size, self.processes.first_env + env  # over all processes
+        self.episodes.append((steps, env, time.perf_counter(), episodic_return, length))
+
+    def _end_rollout(self) -> None:
+        """Count the rollout's steps; log its episodes, in order, and note when the mean return
+        of the last 20 first reached the env's threshold."""
+        if self.processes.size > 1:  # every rank's normalisation statistics become those of all envs
+            per_rank = [None] * self.processes.size
+            dist.all_gather_object(per_rank, [moments(rms) for rms in self.merged])
+            for (rms, before), rank_moments in zip(self.merged.items(), zip(*per_rank)):
+                merge_running_stats(rms, before, rank_moments)
+            self.merged = {rms: moments(rms) for rms in self.merged}
+        self.stop, ended = self.processes.gather(self.sigint.requested, self.episodes)
+        ended, self.episodes = sorted(ended), []
+        for steps, same_step in itertools.groupby(ended, key=lambda episode: episode[0]):
+            for _, _, ended_at, episodic_return, length in same_step:
+                self.recent_returns.append(episodic_return)
+                self.writer.add_scalar("charts/episodic_return", episodic_return, self.global_step + steps)
+                self.writer.add_scalar("charts/episodic_length", length, self.global_step + steps)
+            if (self.stats["steps_to_threshold"] is None and self.threshold is not None
+                    and len(self.recent_returns) == self.recent_returns.maxlen
+                    and np.mean(self.recent_returns) >= self.threshold):
+                self.stats["steps_to_threshold"] = self.global_step + steps
+                self.stats["seconds_to_threshold"] = self.stats["wall_seconds"] + ended_at - self.start_time
+        self.global_step += self.batch_size
+
+    def log(self, losses: dict, optimizer: torch.optim.Optimizer, batch: dict) -> None:
+        """After each update: its rollout's episodes, the losses, how well V_φ fitted the returns
+        before it, the learning rate, steps/s."""
+        self._end_rollout()
+        sps = (self.global_step - self.start_step) / (time.perf_counter() - self.start_time)
+        self.writer.add_scalar("charts/learning_rate", optimizer.param_groups[0]["lr"], self.global_step)
+        self.writer.add_scalar("charts/SPS", sps, self.global_step)
+        losses = {**losses, "explained_variance": explained_variance(batch["values"], batch["returns"])}
+        for key, value in losses.items():
+            self.writer.add_scalar(f"losses/{key}", value, self.global_step)
+        now, total = time.perf_counter(), self.num_iterations * self.batch_size
+        if now - self.last_print >= 5.0 or self.global_step >= total or self.stop:
+            self.last_print = now
+            print_progress(self.global_step, total, self.recent_returns, sps)
+
+    def fail(self, error: FloatingPointError) -> None:
+        """A non-finite loss or gradient: stop. The weights on disk are the last good ones."""
+        self._end_rollout()  # on every process alike: the loss is averaged over them
+        if self.is_main:
+            print(f"{ALGORITHM}.py: error: training stopped at step {self.global_step}: {error}", file=sys.stderr)
+        self.failed = True
+
+    def finish(self) -> Optional[dict]:
+        """After the last update: save the checkpoint, evaluate, write summary.json; return it."""
+        self.envs.close()
+        self.processes.leave()
+        if not self.is_main:  # of several processes, the first reports
+            return None
+        train_seconds = time.perf_counter() - self.start_time
+        self.stats.update(recent_returns=list(self.recent_returns),
+                          wall_seconds=self.stats["wall_seconds"] + train_seconds)
+        path = os.path.join(self.run_dir, f"{self.args.exp_name}.pt")
+        finite = all(torch.isfinite(p).all() for p in self.agent.parameters())
+        finite = finite and all(np.isfinite(rms.var).all() for rms in self.merged)  # and the statistics
+        saved = self.args.save_model and finite  # a checkpoint on disk is never replaced by broken weights
+        if saved:
+            save_checkpoint(path, {
+                "algorithm": ALGORITHM, "obs_dim": self.obs_dim, "action_space": describe(self.action_space),
+                "agent": self.agent.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "obs_rms": self.obs_rms, "return_rms": self.return_rms,
+                "global_step": self.global_step, "stats": self.stats, "args": asdict(self.args)})
+        eval_returns = []
+        if not (self.interrupted or self.failed):
+            eval_returns = evaluate(self.agent, self.env_id, self.args.eval_episodes, self.args.seed + 10_000,
+                                    self.device, self.obs_rms)
+        return write_summary(self, eval_returns, path if saved else None, train_seconds)
+
+
+# ----------------------------------------------------------------------- checks of flags and env
 class UsageError(Exception):
     """A mistake in the flags or the env: reported as one line on stderr, exit status 2."""
 
 
-# ----------------------------------------------------------------------------- environment
+# What a flag's value must satisfy, by kind; FLAG_RULES gives each checked flag its kind.
+RULES = {
+    "count": (lambda v: v > 0, "be positive"),
+    "fraction": (lambda v: 0.0 <= v <= 1.0, "lie in [0, 1]"),
+    "open fraction": (lambda v: 0.0 < v < 1.0, "lie strictly between 0 and 1"),
+    "positive": (lambda v: v > 0 and math.isfinite(v), "be a positive finite number"),
+    "non-negative": (lambda v: v >= 0 and math.isfinite(v), "be a finite number ≥ 0"),
+}
+FLAG_RULES = {
+    "total_timesteps": "count", "num_envs": "count", "num_steps": "count", "eval_episodes": "count",
+    "torch_threads": "count", "gamma": "fraction", "gae_lambda": "fraction", "learning_rate": "positive",
+    "max_grad_norm": "positive", "ent_coef": "non-negative", "vf_coef": "non-negative",
+    "num_minibatches": "count", "update_epochs": "count", "clip_coef": "positive", "target_kl": "positive",
+}
+
+
+def validate_args(args: Args, flag_rules: dict) -> None:
+    """Raise UsageError for a flag value that cannot work, before anything is built."""
+    for name, kind in flag_rules.items():
+        test, requirement = RULES[kind]
+        if getattr(args, name) is not None and not test(getattr(args, name)):
+            raise UsageError(f"--{name.replace('_', '-')} must {requirement}, got {getattr(args, name)}")
+    if args.resume and args.eval_checkpoint:
+        raise UsageError("give either --resume or --eval-checkpoint, not both")
+    for flag, package in (("capture_video", "moviepy"), ("track", "wandb")):
+        if getattr(args, flag):
+            try:
+                importlib.import_module(package)
+            except ImportError:
+                raise UsageError(f"--{flag.replace('_', '-')} needs {package}: pip install {package}") from None
+
+
 def resolve_env_id(env_id: str) -> str:
     """Return an id gymnasium.make accepts; raise UsageError if there is none.
 
@@ -171,686 +600,75 @@ def resolve_env_id(env_id: str) -> str:
     return name
 
 
-def check_spaces(env: gym.Env) -> tuple[int, int]:
-    """Return (observation size, action size); raise UsageError if ppo_continuous.py cannot use them."""
+def check_spaces(env: gym.Env) -> tuple[int, gym.Space]:
+    """Return (observation size, action space); raise UsageError if this script cannot use them."""
     name = env.spec.id if env.spec else type(env).__name__
-    if isinstance(env.action_space, gym.spaces.Discrete):
-        raise UsageError(f"{name} has discrete actions; ppo_continuous.py needs a Box action space, "
+    action_space = env.action_space
+    if isinstance(action_space, gym.spaces.Discrete):
+        raise UsageError(f"{name} has discrete actions; {ALGORITHM}.py needs a continuous action space, "
                          "use ppo.py")
-    if not (isinstance(env.action_space, gym.spaces.Box) and len(env.action_space.shape) == 1):
-        raise UsageError(f"{name} has action space {env.action_space}; ppo_continuous.py needs a "
-                         "flat Box (vector) one")
+    if not (isinstance(action_space, gym.spaces.Box) and len(action_space.shape) == 1):
+        raise UsageError(f"{name} has a {type(action_space).__name__} action space; {ALGORITHM}.py needs "
+                         "a flat Box (vector) one")
     obs_space = env.observation_space
     if not (isinstance(obs_space, gym.spaces.Box) and len(obs_space.shape) == 1):
-        raise UsageError(f"{name} has observation space {obs_space}; ppo_continuous.py needs a flat Box "
+        raise UsageError(f"{name} has observation space {obs_space}; {ALGORITHM}.py needs a flat Box "
                          "(vector) observation: flatten it with a wrapper first")
-    return obs_space.shape[0], env.action_space.shape[0]
+    return obs_space.shape[0], action_space
 
 
-def successor_obs(next_obs: np.ndarray, info: dict) -> np.ndarray:
-    """The true s_{t+1} of each env. Where an episode just ended, the vector env has already
-    reset and returned the next episode's first observation; the final one is in info."""
-    if "_final_obs" not in info:
-        return next_obs
-    successor = next_obs.copy()
-    for i in np.flatnonzero(info["_final_obs"]):
-        successor[i] = info["final_obs"][i]
-    return successor
-
-
-def make_env(env_id: str, obs_rms: Optional[RunningMeanStd] = None, return_rms: Optional[RunningMeanStd] = None,
-             gamma: float = 0.99, update_stats: bool = True, capture_video: bool = False, video_dir: str = ""):
-    """A thunk building one env that records its episodes' statistics; with capture_video, it
-    records videos of them to video_dir. Then come the normalising wrappers, with the statistics
-    objects given (shared by all envs, carried by the checkpoint), frozen if not update_stats."""
-    def thunk():
-        if capture_video:
-            env = gym.make(env_id, render_mode="rgb_array")
-            env = gym.wrappers.RecordVideo(env, video_dir, disable_logger=True)
-        else:
-            env = gym.make(env_id)
-        env = gym.wrappers.RecordEpisodeStatistics(env)
-        if obs_rms is not None:
-            env = gym.wrappers.NormalizeObservation(env)
-            env.obs_rms, env.update_running_mean = obs_rms, update_stats
-            env = gym.wrappers.TransformObservation(env, lambda obs: np.clip(obs, -10, 10), env.observation_space)
-        if return_rms is not None:
-            env = gym.wrappers.NormalizeReward(env, gamma=gamma)
-            env.return_rms, env.update_running_mean = return_rms, update_stats
-            env = gym.wrappers.ClipReward(env, -10, 10)
-        return env
-    return thunk
-
-
-def make_vec_env(env_id: str, num_envs: int, obs_rms, return_rms, gamma: float, capture_video: bool,
-                 video_dir: str) -> gym.vector.VectorEnv:
-    """num_envs copies in one process, autoreset in the same step (so final_obs is at hand). An
-    episode's statistics arrive in info["final_info"]."""
-    thunks = [make_env(env_id, obs_rms, return_rms, gamma, True, capture_video and i == 0, video_dir)
-              for i in range(num_envs)]
-    return gym.vector.SyncVectorEnv(thunks, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
-
-
-# --------------------------------------------------------------------------------- networks
-def layer_init(layer: nn.Linear, std: float = math.sqrt(2), bias: float = 0.0) -> nn.Linear:
-    """Orthogonal weights with gain std, constant bias."""
-    nn.init.orthogonal_(layer.weight, std)
-    nn.init.constant_(layer.bias, bias)
-    return layer
-
-
-def mlp(in_dim: int, out_dim: int, out_std: float, hidden: int = 64) -> nn.Sequential:
-    return nn.Sequential(
-        layer_init(nn.Linear(in_dim, hidden)), nn.Tanh(),
-        layer_init(nn.Linear(hidden, hidden)), nn.Tanh(),
-        layer_init(nn.Linear(hidden, out_dim), std=out_std),
-    )
-
-
-class Agent(nn.Module):
-    """Actor: Gaussian π_θ(a|s) with mean μ_θ(s) and state-independent log σ; critic V(s). 64-64 tanh each."""
-
-    def __init__(self, obs_dim: int, action_dim: int):
-        super().__init__()
-        self.critic = mlp(obs_dim, 1, out_std=1.0)
-        # A small last layer starts the mean near 0, so early updates are gentle; σ starts at 1.
-        self.actor_mean = mlp(obs_dim, action_dim, out_std=0.01)
-        self.actor_logstd = nn.Parameter(torch.zeros(action_dim))
-
-    def value(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.critic(obs).squeeze(-1)
-
-    def logprob_entropy(self, obs: torch.Tensor, actions: torch.Tensor):
-        """log π_θ(a|s) of the given actions and the entropy H, each summed over action dimensions."""
-        mean, log_std = self.actor_mean(obs), self.actor_logstd
-        z = (actions - mean) / log_std.exp()
-        logprob = (-0.5 * z ** 2 - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)  # Σ_i log N(a_i; μ_i, σ_i²)
-        entropy = (0.5 + 0.5 * math.log(2 * math.pi) + log_std).sum(-1).expand(len(obs))
-        return logprob, entropy
-
-    def sample_action(self, obs: torch.Tensor) -> torch.Tensor:
-        """a = μ_θ(s) + σ ⊙ ε with ε ~ N(0, I), for acting in the env (before clipping to its bounds)."""
-        mean = self.actor_mean(obs)
-        return mean + self.actor_logstd.exp() * torch.randn_like(mean)
-
-    def mean_action(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.actor_mean(obs)
-
-
-# --------------------------------------------------------------- the math, and the update
-def compute_gae(rewards, values, next_values, terminations, truncations, gamma: float, lam: float):
-    """Generalised advantage estimates Â_t for a rollout of shape (T,) or (T, num_envs).
-
-    next_values[t] is V(s_{t+1}) of the true successor state: at an episode's end, the value of
-    its final observation. A termination zeroes it; a truncation keeps it (bootstraps the
-    return the time limit cut off). Either one stops the recursion at the episode boundary.
-    """
-    not_terminated = 1.0 - terminations.float()
-    not_done = 1.0 - torch.maximum(terminations.float(), truncations.float())
-    deltas = rewards + gamma * not_terminated * next_values - values  # δ_t
-    advantages = torch.zeros_like(deltas)
-    next_advantage = torch.zeros_like(deltas[0])
-    for t in reversed(range(len(deltas))):
-        next_advantage = deltas[t] + gamma * lam * not_done[t] * next_advantage  # Â_t = δ_t + γλ(1-done_t) Â_{t+1}
-        advantages[t] = next_advantage
-    return advantages
-
-
-def clipped_policy_loss(new_logprob, old_logprob, advantages, clip_coef: float):
-    """-L^CLIP, plus diagnostics: (loss, approx_kl, clipfrac).
-
-    approx_kl is the k3 estimator E[(r - 1) - log r] of KL(π_old ‖ π_θ): unbiased and never
-    negative. clipfrac is the fraction of samples whose ratio the clip touched.
-    """
-    log_ratio = new_logprob - old_logprob
-    ratio = log_ratio.exp()  # r_t(θ)
-    unclipped = ratio * advantages
-    clipped = torch.clamp(ratio, 1 - clip_coef, 1 + clip_coef) * advantages
-    loss = -torch.min(unclipped, clipped).mean()  # -E[min(r Â, clip(r, 1-ε, 1+ε) Â)]
-    with torch.no_grad():
-        approx_kl = ((ratio - 1) - log_ratio).mean()
-        clipfrac = ((ratio - 1).abs() > clip_coef).float().mean()
-    return loss, approx_kl, clipfrac
-
-
-def value_loss(new_value, old_value, returns, clip_coef: Optional[float]):
-    """½ E[(V_θ(s) - R̂)²]; with clip_coef, the pessimistic max with the clipped value's error."""
-    loss = (new_value - returns) ** 2
-    if clip_coef is not None:
-        clipped_value = old_value + torch.clamp(new_value - old_value, -clip_coef, clip_coef)
-        loss = torch.max(loss, (clipped_value - returns) ** 2)
-    return 0.5 * loss.mean()
-
-
-def explained_variance(predicted: torch.Tensor, target: torch.Tensor) -> float:
-    """1 - Var(target - predicted) / Var(target): 1 is a perfect critic, 0 no better than a constant."""
-    var_target = target.var()
-    return float("nan") if var_target == 0 else float(1 - (target - predicted).var() / var_target)
-
-
-def ppo_update(agent: Agent, optimizer: torch.optim.Optimizer, batch: dict, args: Args,
-               world_size: int = 1) -> dict:
-    """Several epochs of minibatch steps on the rollout in `batch` (flat tensors).
-
-    Returns the losses averaged over the minibatches of the last epoch that took a step. With
-    --target-kl, the update stops before the first minibatch whose policy has drifted further.
-    With several processes, `batch` is this rank's share, and every minibatch's gradient, losses
-    and KL are averaged over the ranks: the values for the whole minibatch, the same on every rank.
-    """
-    batch_size = len(batch["obs"])
-    minibatch_size = batch_size // args.num_minibatches
-    params = [p for group in optimizer.param_groups for p in group["params"]]
-    last_epoch_stats, epochs, stopped_early = [], 0, False
-    for epoch in range(args.update_epochs):
-        epoch_stats = []  # per minibatch: the loss and its parts, approx_kl, clipfrac
-        permutation = torch.randperm(batch_size, device=batch["obs"].device)
-        for start in range(0, batch_size, minibatch_size):
-            mb = permutation[start:start + minibatch_size]
-            new_logprob, entropy = agent.logprob_entropy(batch["obs"][mb], batch["actions"][mb])
-            advantages = batch["advantages"][mb]
-            if args.norm_adv:
-                advantages = (advantages - advantages.mean()) / (advantages.std(correction=0) + 1e-8)
-            pg_loss, approx_kl, clipfrac = clipped_policy_loss(
-                new_logprob, batch["logprobs"][mb], advantages, args.clip_coef)
-            if args.target_kl is not None:
-                average_over_ranks_([approx_kl], world_size)  # so that all ranks stop at the same minibatch
-                if approx_kl > args.target_kl:
-                    stopped_early = True
-                    break
-            v_loss = value_loss(agent.value(batch["obs"][mb]), batch["values"][mb], batch["returns"][mb],
-                                args.clip_coef if args.clip_vloss else None)
-            entropy = entropy.mean()
-            loss = pg_loss - args.ent_coef * entropy + args.vf_coef * v_loss
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            # approx_kl is already the mean over ranks with --target-kl; averaging it again changes nothing
-            diagnostics = torch.stack([loss, pg_loss, v_loss, entropy, approx_kl, clipfrac]).detach()
-            average_over_ranks_([diagnostics, *(p.grad for p in params)], world_size)
-            if not torch.isfinite(diagnostics[0]):
-                raise FloatingPointError(f"loss is {diagnostics[0].item()} (policy {diagnostics[1].item()}, "
-                                         f"value {diagnostics[2].item()})")
-            nn.utils.clip_grad_norm_(params, args.max_grad_norm)
-            optimizer.step()
-            epoch_stats.append(diagnostics)
-        if epoch_stats:
-            last_epoch_stats, epochs = epoch_stats, epochs + 1
-        if stopped_early:
-            break
-    means = torch.stack(last_epoch_stats).mean(0).tolist() if last_epoch_stats else []
-    keys = ("loss", "policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac")
-    return {**dict(zip(keys, means)), "epochs": epochs, "stopped_early": stopped_early}
-
-
-# ---------------------------------------------------------------------------------- helpers
-def validate_args(args: Args, world_size: int = 1) -> None:
-    """Raise UsageError for flag values that cannot work, before anything is built."""
-    for name in ("total_timesteps", "num_envs", "num_steps", "num_minibatches", "update_epochs",
-                 "eval_episodes", "torch_threads"):
-        if getattr(args, name) <= 0:
-            raise UsageError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
-    if args.num_envs % world_size:
-        raise UsageError(f"--num-envs {args.num_envs} does not split over {world_size} processes: pass a "
-                         f"multiple of {world_size}")
-    rank_batch_size = args.num_envs // world_size * args.num_steps
-    if rank_batch_size % args.num_minibatches:
-        share = f", {rank_batch_size} per process," if world_size > 1 else ""
-        raise UsageError(f"the batch of --num-envs {args.num_envs} x --num-steps {args.num_steps} = "
-                         f"{args.num_envs * args.num_steps}{share} does not split into --num-minibatches "
-                         f"{args.num_minibatches}")
-    for name in ("gamma", "gae_lambda"):
-        if not 0.0 <= getattr(args, name) <= 1.0:
-            raise UsageError(f"--{name.replace('_', '-')} must lie in [0, 1], got {getattr(args, name)}")
-    for name in ("learning_rate", "clip_coef", "max_grad_norm"):
-        if not getattr(args, name) > 0:
-            raise UsageError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
-    for name in ("learning_rate", "gamma", "gae_lambda", "clip_coef", "ent_coef", "vf_coef", "max_grad_norm",
-                 "target_kl"):
-        if getattr(args, name) is not None and not math.isfinite(getattr(args, name)):
-            raise UsageError(f"--{name.replace('_', '-')} must be a finite number, got {getattr(args, name)}")
-    for name in ("ent_coef", "vf_coef"):
-        if getattr(args, name) < 0:
-            raise UsageError(f"--{name.replace('_', '-')} must not be negative, got {getattr(args, name)}")
-    if args.target_kl is not None and args.target_kl <= 0:
-        raise UsageError(f"--target-kl must be positive, got {args.target_kl}")
-    if args.resume and args.eval_checkpoint:
-        raise UsageError("give either --resume or --eval-checkpoint, not both")
-    if args.capture_video:
-        try:
-            import moviepy  # noqa: F401
-        except ImportError:
-            raise UsageError("--capture-video needs moviepy: pip install moviepy") from None
-    if args.track:
-        try:
-            import wandb  # noqa: F401
-        except ImportError:
-            raise UsageError("--track needs wandb: pip install wandb") from None
-
-
-def check_setup(args: Args, local_rank: int = 0, world_size: int = 1
-                ) -> tuple[str, int, int, Optional[float], torch.device]:
-    """Validate flags and env, set torch's threads; return (env id for gymnasium.make,
-    observation size, action size, the env's reward threshold or None, device)."""
-    validate_args(args, world_size)
-    env_id = resolve_env_id(args.env_id)
+def check_env(env_id: str) -> tuple[str, int, gym.Space, Optional[float]]:
+    """(id for gymnasium.make, observation size, action space, reward threshold or None) of the
+    env --env-id names; UsageError if there is none or this script cannot train on it."""
+    env_id = resolve_env_id(env_id)
     probe = gym.make(env_id)
-    obs_dim, action_dim = check_spaces(probe)
+    obs_dim, action_space = check_spaces(probe)
     threshold = probe.spec.reward_threshold if probe.spec else None
     probe.close()
-    torch.set_num_threads(args.torch_threads)
-    if not (args.cuda and torch.cuda.is_available()):
-        return env_id, obs_dim, action_dim, threshold, torch.device("cpu")
-    if int(os.environ.get("LOCAL_WORLD_SIZE", 1)) > torch.cuda.device_count():
-        raise UsageError(f"{os.environ['LOCAL_WORLD_SIZE']} processes on this machine but "
-                         f"{torch.cuda.device_count()} GPUs: start at most one per GPU, or pass --no-cuda")
-    return env_id, obs_dim, action_dim, threshold, torch.device("cuda", local_rank)  # one GPU per process
+    return env_id, obs_dim, action_space, threshold
 
 
-def load_checkpoint(path: str, obs_dim: int, action_dim: int, device: torch.device) -> dict:
+def check_resume(checkpoint: dict, args: Args, same: tuple[str, ...]) -> None:
+    """A checkpoint resumes only with the flags in `same` as they were, and short of its end."""
+    for name in same:
+        if checkpoint["args"][name] != getattr(args, name):
+            raise UsageError(f"checkpoint {args.resume} was trained with --{name.replace('_', '-')} "
+                             f"{checkpoint['args'][name]}; resume with the same")
+    if checkpoint["global_step"] >= args.total_timesteps:
+        raise UsageError(f"checkpoint {args.resume} is already at step {checkpoint['global_step']:,}; pass a "
+                         "larger --total-timesteps to train on")
+
+
+# --------------------------------------------------------------------------------- checkpoints
+def describe(action_space: gym.Space) -> str:
+    """How a checkpoint records the action space it was trained on, e.g. 'Discrete(2)' or 'Box(6,)'."""
+    if isinstance(action_space, gym.spaces.Discrete):
+        start = f", start={action_space.start}" if action_space.start else ""
+        return f"Discrete({action_space.n}{start})"
+    return f"Box{action_space.shape}"
+
+
+def save_checkpoint(path: str, state: dict) -> None:
+    torch.save(state, path + ".tmp")
+    os.replace(path + ".tmp", path)  # never leave a half-written checkpoint behind
+
+
+def load_checkpoint(path: str, obs_dim: int, action_space: gym.Space, device: torch.device) -> dict:
     """Load a checkpoint, checking that it exists and fits the env; raise UsageError otherwise."""
     if not os.path.isfile(path):
         raise UsageError(f"checkpoint {path} does not exist")
     try:
         checkpoint = torch.load(path, map_location=device, weights_only=False)
-        trained = (checkpoint["obs_dim"], checkpoint["action_dim"])
+        trained = (checkpoint["obs_dim"], checkpoint["action_space"])
+        if checkpoint["algorithm"] != ALGORITHM:
+            raise ValueError(f"it was written by {checkpoint['algorithm']}.py")
     except Exception as e:
-        raise UsageError(f"{path} is not a ppo_continuous.py checkpoint ({type(e).__name__}: {e})") from None
-    if trained != (obs_dim, action_dim):
+        raise UsageError(f"{path} is not a checkpoint of {ALGORITHM}.py ({type(e).__name__}: {e})") from None
+    if trained != (obs_dim, describe(action_space)):
         raise UsageError(f"checkpoint {path} was trained on {checkpoint['args']['env_id']} "
-                         f"({trained[0]} observations, {trained[1]} action dimensions), which does not "
-                         f"match this env ({obs_dim}, {action_dim}); pass --env-id "
-                         f"{checkpoint['args']['env_id']}")
+                         f"({trained[0]} observations, actions {trained[1]}), which does not match this env "
+                         f"({obs_dim}, {describe(action_space)}); pass --env-id {checkpoint['args']['env_id']}")
     return checkpoint
-
-
-def save_checkpoint(path: str, agent: Agent, optimizer, global_step: int, args: Args, stats: dict,
-                    obs_rms: Optional[RunningMeanStd], return_rms: Optional[RunningMeanStd]):
-    torch.save({"agent": agent.state_dict(), "optimizer": optimizer.state_dict(),
-                "global_step": global_step, "obs_dim": agent.actor_mean[0].in_features,
-                "action_dim": agent.actor_mean[-1].out_features, "args": asdict(args), "stats": stats,
-                "obs_rms": obs_rms, "return_rms": return_rms}, path + ".tmp")
-    os.replace(path + ".tmp", path)  # never leave a half-written checkpoint behind
-
-
-def format_seconds(seconds: float) -> str:
-    minutes, seconds = divmod(int(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{seconds:02d}s"
-
-
-class StopOnSigint:
-    """While active, the first Ctrl-C only asks the loop to stop (it saves a checkpoint at the
-    end of the current update); a second Ctrl-C interrupts at once."""
-
-    def __init__(self, announce: bool = True):
-        self.announce = announce
-
-    def __enter__(self):
-        self.requested = False
-        self.previous = signal.signal(signal.SIGINT, self._handle)
-        return self
-
-    def _handle(self, signum, frame):
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-        if self.announce:
-            print("\nCtrl-C: stopping after this update (again to abort without saving)", flush=True)
-
-    def __exit__(self, *exc):
-        signal.signal(signal.SIGINT, self.previous)
-
-
-def seed_everything(seed: int, deterministic: bool) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    if deterministic:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # needed by CUDA for determinism
-    torch.use_deterministic_algorithms(deterministic)
-    torch.backends.cudnn.deterministic = deterministic
-
-
-# ------------------------------------------------------------ several processes (torchrun)
-# `torchrun --nproc-per-node N ppo_continuous.py ...` starts N copies of this script, the ranks 0 .. N-1.
-# Each steps num_envs / N of the envs and computes the loss on its share of every minibatch. The
-# mean of the ranks' gradients is the gradient of the loss over the whole minibatch: averaged by
-# an all-reduce, it is the same on every rank, so each takes the same Adam step from the same
-# parameters and they stay identical. Rank 0 alone logs, prints and saves. The flags mean what
-# they mean in one process: --num-envs and the batch are totals over the ranks. One thing differs:
-# --norm-adv normalises the advantages within each rank's share of a minibatch. After each update
-# the ranks' normalisation statistics are merged, so that every rank begins the next rollout with
-# the statistics of all the envs. Run as a single process, none of this does anything.
-def torchrun_ranks() -> tuple[int, int, int]:
-    """(rank, local rank on this machine, world size) as torchrun puts them in the environment;
-    (0, 0, 1) for a single process. Raise UsageError for an environment torchrun did not set up."""
-    if int(os.environ.get("WORLD_SIZE", 1)) == 1:
-        return 0, 0, 1
-    missing = [name for name in ("RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT") if name not in os.environ]
-    if missing:
-        raise UsageError(f"WORLD_SIZE is {os.environ['WORLD_SIZE']} but {', '.join(missing)} not set: start "
-                         "several processes with torchrun (see README.md), or unset WORLD_SIZE to run one")
-    return int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"]), int(os.environ["WORLD_SIZE"])
-
-
-def join_process_group(rank: int, world_size: int, device: torch.device) -> None:
-    """Meet the other ranks at MASTER_ADDR:MASTER_PORT: backend gloo on CPU, nccl on CUDA."""
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-    try:
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=rank, world_size=world_size)
-    except (ValueError, dist.DistError) as e:
-        raise UsageError(f"cannot join the other processes at {os.environ['MASTER_ADDR']}:"
-                         f"{os.environ['MASTER_PORT']}: {str(e).splitlines()[0]}") from None
-
-
-def average_over_ranks_(tensors: list[torch.Tensor], world_size: int) -> None:
-    """Replace each tensor, in place, by its mean over the ranks: one all-reduce of them all."""
-    if world_size == 1:
-        return
-    flat = torch.cat([t.reshape(-1) for t in tensors])
-    dist.all_reduce(flat)  # the sum over ranks, on every rank
-    flat /= world_size
-    for t, mean in zip(tensors, flat.split([t.numel() for t in tensors])):
-        t.copy_(mean.view_as(t))
-
-
-def gather_from_ranks(obj, world_size: int) -> list:
-    """Every rank's obj, in rank order, on every rank; [obj] in a single process."""
-    if world_size == 1:
-        return [obj]
-    gathered = [None] * world_size
-    dist.all_gather_object(gathered, obj)
-    return gathered
-
-
-def moments(rms: RunningMeanStd) -> tuple:
-    """A copy of the (count, mean, variance) of running statistics."""
-    return rms.count, rms.mean.copy(), rms.var.copy()
-
-
-def merge_running_stats(rms: RunningMeanStd, before: tuple, per_rank: list[tuple]) -> None:
-    """Make rms the statistics of everything all ranks have seen. Each rank's statistics started
-    from the same `before` (count, mean, variance) and took in only its own envs' values since.
-    Count n, Σx and Σx² add up over values, so the total is before's plus each rank's increase."""
-    def sums(count, mean, var):  # n, Σx, Σx² of values with this count, mean and variance
-        return count, count * mean, count * (var + mean ** 2)
-    n0, s0, q0 = sums(*before)
-    n, s, q = n0, s0, q0
-    for rank_moments in per_rank:
-        n_r, s_r, q_r = sums(*rank_moments)
-        n, s, q = n + n_r - n0, s + s_r - s0, q + q_r - q0
-    rms.count, rms.mean = n, s / n
-    rms.var = np.maximum(q / n - rms.mean ** 2, 0.0)  # Var = E[x²] - E[x]², never below 0 by rounding
-
-
-def exit_process(status: int) -> None:
-    """sys.exit(status); under torchrun, os._exit(status) once the output is flushed. Skipping the
-    interpreter's shutdown there keeps it from meeting gloo's threads, which now and then aborted
-    a rank at exit (SIGABRT, "terminate called without an active exception"): torchrun then
-    reported a run that had ended well as failed."""
-    if int(os.environ.get("WORLD_SIZE", 1)) > 1:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(status)
-    sys.exit(status)
-
-
-# ------------------------------------------------------------------------------------ train
-def train(args: Args) -> Optional[dict]:
-    """Train a PPO agent as `args` say; return the run summary (also written to summary.json), or
-    None on the ranks other than 0 under torchrun."""
-    rank, local_rank, world_size = torchrun_ranks()
-    env_id, obs_dim, action_dim, threshold, device = check_setup(args, local_rank, world_size)
-    checkpoint = load_checkpoint(args.resume, obs_dim, action_dim, device) if args.resume else None
-    global_step = 0
-    stats = {"recent_returns": [], "steps_to_threshold": None, "seconds_to_threshold": None,
-             "wall_seconds": 0.0}
-    if checkpoint is None:  # running statistics of the normalising wrappers, shared by all envs
-        obs_rms = RunningMeanStd(shape=(obs_dim,)) if args.norm_obs else None
-        return_rms = RunningMeanStd(shape=()) if args.norm_reward else None
-    else:
-        obs_rms, return_rms = checkpoint["obs_rms"], checkpoint["return_rms"]
-        if (obs_rms is not None, return_rms is not None) != (args.norm_obs, args.norm_reward):
-            raise UsageError(f"checkpoint {args.resume} was trained with --norm-obs {obs_rms is not None} "
-                             f"and --norm-reward {return_rms is not None}; resume with the same")
-        global_step, stats = checkpoint["global_step"], checkpoint["stats"]
-        if global_step >= args.total_timesteps:
-            raise UsageError(f"checkpoint {args.resume} is already at step {global_step:,}; pass a larger "
-                             "--total-timesteps to train on")
-    running_stats = [rms for rms in (obs_rms, return_rms) if rms is not None]
-    merged = [moments(rms) for rms in running_stats]  # as every rank had them after the last merge
-    if world_size > 1:
-        join_process_group(rank, world_size, device)
-    is_main = rank == 0
-
-    seed_everything(args.seed + rank, args.torch_deterministic)  # each rank samples its own actions
-    if checkpoint is None:
-        safe_id = args.env_id.replace("/", "_").replace(":", "_")
-        run_dir = os.path.join(args.runs_dir, f"{safe_id}__{args.exp_name}__{args.seed}__{int(time.time())}")
-    else:  # a resumed run goes on in the directory of its checkpoint
-        run_dir = os.path.dirname(os.path.abspath(args.resume))
-    if is_main:
-        os.makedirs(run_dir, exist_ok=True)
-        if args.track:
-            import wandb
-            wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, sync_tensorboard=True,
-                       config=asdict(args), name=os.path.basename(run_dir), save_code=True)
-        writer = SummaryWriter(run_dir)
-        writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" +
-                        "\n".join(f"|{key}|{value}|" for key, value in asdict(args).items()))
-
-    agent = Agent(obs_dim, action_dim).to(device)
-    optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5, fused=True)
-    if checkpoint is not None:
-        agent.load_state_dict(checkpoint["agent"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-    if world_size > 1:  # every rank starts from rank 0's parameters
-        for parameter in agent.parameters():
-            dist.broadcast(parameter.data, src=0)
-    recent_returns = collections.deque(stats["recent_returns"], maxlen=20)
-
-    N, T = args.num_envs // world_size, args.num_steps  # N: the envs of this process
-    envs = make_vec_env(env_id, N, obs_rms, return_rms, args.gamma, args.capture_video and is_main,
-                        os.path.join(run_dir, "videos"))
-    next_obs, _ = envs.reset(seed=args.seed + global_step + rank * N)  # env i of rank r gets this seed + r N + i
-    action_low, action_high = envs.single_action_space.low, envs.single_action_space.high
-    batch_size = args.num_envs * T  # over all ranks
-    num_iterations = math.ceil(args.total_timesteps / batch_size)
-    # Rollout storage, filled in numpy (cheap per-step writes), turned into tensors once per rollout.
-    obs_buf = np.zeros((T, N, obs_dim), dtype=np.float32)
-    next_obs_buf = np.zeros((T, N, obs_dim), dtype=np.float32)  # s_{t+1}, final obs at episode ends
-    actions_buf = np.zeros((T, N, action_dim), dtype=np.float32)  # as sampled, before clipping
-    rewards_buf = np.zeros((T, N), dtype=np.float32)
-    terminations_buf = np.zeros((T, N), dtype=np.float32)
-    truncations_buf = np.zeros((T, N), dtype=np.float32)
-
-    start_time = time.perf_counter()
-    start_step, last_print = global_step, start_time
-    previous_seconds = stats["wall_seconds"]
-    interrupted = failed = False
-    with StopOnSigint(announce=is_main) as sigint:
-        if is_main:
-            processes = f" ({world_size} processes x {N} envs)" if world_size > 1 else ""
-            print(f"PPO on {args.env_id}: {num_iterations - global_step // batch_size} updates of {batch_size} "
-                  f"steps on {device}{processes}; logging to {run_dir}", flush=True)
-        for iteration in range(global_step // batch_size, num_iterations):
-            if args.anneal_lr:  # lr falls linearly: lr0 at the first update, lr0 / num_iterations at the last
-                optimizer.param_groups[0]["lr"] = args.learning_rate * (1.0 - iteration / num_iterations)
-
-            # --- rollout: act with the current policy, keep what GAE and the loss need ---------
-            episodes = []  # (step, env, seconds, return, length) of each episode that ends
-            for t in range(T):
-                obs_buf[t] = next_obs
-                with torch.inference_mode():
-                    action = agent.sample_action(torch.from_numpy(obs_buf[t]).to(device)).cpu().numpy()
-                next_obs, reward, terminated, truncated, info = envs.step(np.clip(action, action_low, action_high))
-                actions_buf[t], rewards_buf[t] = action, reward
-                terminations_buf[t], truncations_buf[t] = terminated, truncated
-                next_obs_buf[t] = successor_obs(next_obs, info)
-                global_step += N * world_size  # every rank takes a step in each of its envs
-                if "_episode" in info.get("final_info", {}):
-                    episode = info["final_info"]["episode"]
-                    for i in np.flatnonzero(info["final_info"]["_episode"]):
-                        episodes.append((global_step, rank * N + i, time.perf_counter() - start_time,
-                                         float(episode["r"][i]), int(episode["l"][i])))
-
-            # --- advantages, with the networks as they were during the rollout -----------------
-            obs = torch.from_numpy(obs_buf).to(device)
-            actions = torch.from_numpy(actions_buf).to(device)
-            with torch.no_grad():
-                values = agent.value(obs)
-                next_values = agent.value(torch.from_numpy(next_obs_buf).to(device))
-                logprobs, _ = agent.logprob_entropy(obs, actions)  # log π_θold(a_t|s_t)
-                advantages = compute_gae(torch.from_numpy(rewards_buf).to(device), values, next_values,
-                                         torch.from_numpy(terminations_buf).to(device),
-                                         torch.from_numpy(truncations_buf).to(device),
-                                         args.gamma, args.gae_lambda)
-                returns = advantages + values  # R̂_t = Â_t + V(s_t)
-            batch = {"obs": obs.reshape(N * T, obs_dim), "actions": actions.reshape(N * T, action_dim),
-                     "logprobs": logprobs.reshape(-1), "advantages": advantages.reshape(-1),
-                     "returns": returns.reshape(-1), "values": values.reshape(-1)}
-
-            # --- update ------------------------------------------------------------------------
-            try:
-                losses = ppo_update(agent, optimizer, batch, args, world_size)
-            except FloatingPointError as e:  # raised on every rank alike: the loss is averaged over them
-                if is_main:
-                    print(f"ppo_continuous.py: error: training stopped at step {global_step}: {e}", file=sys.stderr)
-                failed = True
-
-            # --- normalisation: every rank's statistics become those of all ranks' envs ------------
-            if world_size > 1:
-                per_rank = gather_from_ranks([moments(rms) for rms in running_stats], world_size)
-                for rms, before, rank_moments in zip(running_stats, merged, zip(*per_rank)):
-                    merge_running_stats(rms, before, rank_moments)
-                merged = [moments(rms) for rms in running_stats]
-
-            # --- episodes that ended, from every rank, in order of step and env --------------------
-            shared = gather_from_ranks((episodes, sigint.requested), world_size)
-            stop = any(requested for _, requested in shared)  # a Ctrl-C to any rank stops them all
-            ended = sorted(episode for rank_episodes, _ in shared for episode in rank_episodes)
-            for step, same_step in itertools.groupby(ended, key=lambda episode: episode[0]):
-                for _, _, seconds, episodic_return, length in same_step:
-                    recent_returns.append(episodic_return)
-                    if is_main:
-                        writer.add_scalar("charts/episodic_return", episodic_return, step)
-                        writer.add_scalar("charts/episodic_length", length, step)
-                if (stats["steps_to_threshold"] is None and threshold is not None
-                        and len(recent_returns) == recent_returns.maxlen and np.mean(recent_returns) >= threshold):
-                    stats["steps_to_threshold"] = step
-                    stats["seconds_to_threshold"] = previous_seconds + seconds
-            if failed:
-                break
-
-            # --- logging -----------------------------------------------------------------------
-            elapsed = time.perf_counter() - start_time
-            sps = (global_step - start_step) / elapsed
-            now = time.perf_counter()
-            if is_main:
-                writer.add_scalar("charts/learning_rate", optimizer.param_groups[0]["lr"], global_step)
-                writer.add_scalar("charts/SPS", sps, global_step)
-                for key in ("policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac"):
-                    if key in losses:
-                        writer.add_scalar(f"losses/{key}", losses[key], global_step)
-                writer.add_scalar("losses/explained_variance",  # of rank 0's share of the batch
-                                  explained_variance(batch["values"], batch["returns"]), global_step)
-                writer.add_scalar("charts/update_epochs_run", losses["epochs"], global_step)
-            if is_main and (now - last_print >= 5.0 or iteration == num_iterations - 1 or stop):
-                last_print = now
-                recent = f"{np.mean(recent_returns):8.1f}" if recent_returns else "     n/a"
-                eta = (num_iterations * batch_size - global_step) / max(sps, 1e-9)
-                print(f"step {global_step:>9,} ({100 * global_step / (num_iterations * batch_size):3.0f}%)"
-                      f" | return {recent} (last {len(recent_returns)}) | {sps:7,.0f} steps/s"
-                      f" | ETA {format_seconds(eta)}", flush=True)
-            if stop and iteration < num_iterations - 1:
-                interrupted = True
-                break
-    envs.close()
-    if world_size > 1:
-        dist.destroy_process_group()
-        gc.collect()  # free the group's leftovers now: freed at interpreter exit, they sometimes aborted a rank
-    if not is_main:
-        return None
-
-    train_seconds = time.perf_counter() - start_time
-    wall_seconds = previous_seconds + train_seconds
-    stats.update(recent_returns=list(recent_returns), wall_seconds=wall_seconds)
-    checkpoint_path = os.path.join(run_dir, f"{args.exp_name}.pt")
-    weights_finite = (all(torch.isfinite(p).all() for p in agent.parameters())
-                      and all(np.isfinite(rms.var).all() for rms in running_stats))
-    if args.save_model and weights_finite:  # a checkpoint on disk is never replaced by broken weights
-        save_checkpoint(checkpoint_path, agent, optimizer, global_step, args, stats, obs_rms, return_rms)
-    eval_returns = []
-    if not (interrupted or failed):
-        eval_returns = evaluate(agent, env_id, obs_rms, args.eval_episodes, args.seed + 10_000, device)
-        for i, episodic_return in enumerate(eval_returns):
-            writer.add_scalar("eval/episodic_return", episodic_return, i)
-    writer.close()
-    if args.track:
-        wandb.finish()
-
-    summary = {
-        "algorithm": "ppo_continuous", "env_id": args.env_id, "seed": args.seed, "global_step": global_step,
-        "wall_seconds": wall_seconds, "sps": (global_step - start_step) / train_seconds,
-        "final_return": float(np.mean(recent_returns)) if recent_returns else None,
-        "eval_return": float(np.mean(eval_returns)) if eval_returns else None,
-        "eval_return_std": float(np.std(eval_returns)) if eval_returns else None,
-        "reward_threshold": threshold, "steps_to_threshold": stats["steps_to_threshold"],
-        "seconds_to_threshold": stats["seconds_to_threshold"],
-        "interrupted": interrupted, "failed": failed,
-        "checkpoint": checkpoint_path if args.save_model and weights_finite else None, "run_dir": run_dir,
-        "args": asdict(args),
-    }
-    with open(os.path.join(run_dir, "summary.json"), "w") as f:
-        json.dump(summary, f, indent=2)
-    if interrupted:
-        resume_hint = f"; continue with --resume {checkpoint_path}" if args.save_model else ""
-        print(f"interrupted at step {global_step:,}{resume_hint}", flush=True)
-    elif not failed:
-        print(f"eval: mean return {summary['eval_return']:.1f} ± {summary['eval_return_std']:.1f} over "
-              f"{len(eval_returns)} mean-action episodes (training: {summary['final_return']}, "
-              f"{wall_seconds:.1f}s, {summary['sps']:,.0f} steps/s)", flush=True)
-    return summary
-
-
-# --------------------------------------------------------------------------------- evaluate
-def evaluate(agent: Agent, env_id: str, obs_rms: Optional[RunningMeanStd], episodes: int, seed: int,
-             device: torch.device, video_dir: Optional[str] = None) -> list[float]:
-    """Raw returns of `episodes` episodes with the mean action μ_θ(s), observations normalised by
-    the frozen obs_rms."""
-    env = make_env(env_id, obs_rms, update_stats=False, capture_video=video_dir is not None,
-                   video_dir=video_dir or "")()
-    action_low, action_high = env.action_space.low, env.action_space.high
-    returns = []
-    obs, _ = env.reset(seed=seed)
-    for _ in range(episodes):
-        done, episodic_return = False, 0.0
-        while not done:
-            with torch.inference_mode():
-                obs_tensor = torch.as_tensor(np.asarray(obs, dtype=np.float32), device=device)
-                action = agent.mean_action(obs_tensor).cpu().numpy()
-            obs, reward, terminated, truncated, _ = env.step(np.clip(action, action_low, action_high))
-            episodic_return += float(reward)
-            done = terminated or truncated
-        returns.append(episodic_return)
-        obs, _ = env.reset()
-    env.close()
-    return returns
-
-
-def evaluate_checkpoint(args: Args) -> list[float]:
-    """--eval-checkpoint: load the agent and normalisation saved at that path and run mean-action episodes."""
-    env_id, obs_dim, action_dim, _, device = check_setup(args)
-    checkpoint = load_checkpoint(args.eval_checkpoint, obs_dim, action_dim, device)
-    agent = Agent(obs_dim, action_dim).to(device)
-    agent.load_state_dict(checkpoint["agent"])
-    video_dir = (os.path.join(os.path.dirname(os.path.abspath(args.eval_checkpoint)), "videos", "eval")
-                 if args.capture_video else None)
-    returns = evaluate(agent, env_id, checkpoint["obs_rms"], args.eval_episodes, args.seed + 10_000, device,
-                       video_dir)
-    print(f"eval: mean return {np.mean(returns):.1f} ± {np.std(returns):.1f} over {len(returns)} "
-          f"mean-action episodes of {args.env_id} (checkpoint at step {checkpoint['global_step']:,})", flush=True)
-    return returns
 
 
 def defaults_from_checkpoint(argv: list[str]) -> Args:
@@ -861,12 +679,262 @@ def defaults_from_checkpoint(argv: list[str]) -> Args:
         if flag in ("--resume", "--eval-checkpoint"):
             path = value or (argv[i + 1] if i + 1 < len(argv) else "")
             try:
-                saved = torch.load(path, map_location="cpu", weights_only=False)["args"]
+                checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+                saved = checkpoint["args"] if checkpoint["algorithm"] == ALGORITHM else {}
             except Exception:
-                return Args()  # a bad path is reported, once parsed, by load_checkpoint
+                return Args()  # a bad path or another script's checkpoint is reported, once parsed, by load_checkpoint
             fields = Args.__dataclass_fields__
             return Args(**{k: v for k, v in saved.items() if k in fields and k not in ("resume", "eval_checkpoint")})
     return Args()
+
+
+# ------------------------------------------------------------------------------------- helpers
+def seed_everything(seed: int, deterministic: bool) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # needed by CUDA for determinism
+    torch.use_deterministic_algorithms(deterministic)
+    torch.backends.cudnn.deterministic = deterministic
+
+
+def make_run_dir(args: Args) -> str:
+    """runs/{env_id}__{exp_name}__{seed}__{unix time}, or a resumed checkpoint's own directory."""
+    if args.resume:
+        return os.path.dirname(os.path.abspath(args.resume))
+    safe_id = args.env_id.replace("/", "_").replace(":", "_")
+    run_dir = os.path.join(args.runs_dir, f"{safe_id}__{args.exp_name}__{args.seed}__{int(time.time())}")
+    os.makedirs(run_dir, exist_ok=True)
+    return run_dir
+
+
+def open_writer(args: Args, run_dir: str) -> SummaryWriter:
+    """Tensorboard's writer for the run, with the flags as text; wandb mirrors it with --track."""
+    if args.track:
+        import wandb
+        wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, sync_tensorboard=True,
+                   config=asdict(args), name=os.path.basename(run_dir), save_code=True)
+    writer = SummaryWriter(run_dir)
+    writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" +
+                    "\n".join(f"|{key}|{value}|" for key, value in asdict(args).items()))
+    return writer
+
+
+def explained_variance(predicted: torch.Tensor, target: torch.Tensor) -> float:
+    """1 - Var(target - predicted) / Var(target): 1 for a perfect critic, 0 for a constant."""
+    var_target = target.var()
+    return float("nan") if var_target == 0 else float(1 - (target - predicted).var() / var_target)
+
+
+def format_seconds(seconds: float) -> str:
+    minutes, seconds = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{seconds:02d}s"
+
+
+def print_progress(step: int, total: int, recent_returns, sps: float) -> None:
+    recent = f"{np.mean(recent_returns):8.1f}" if recent_returns else "     n/a"
+    print(f"step {step:>9,} ({100 * min(step / total, 1):3.0f}%) | return {recent} (last {len(recent_returns)})"
+          f" | {sps:7,.0f} steps/s | ETA {format_seconds(max(total - step, 0) / max(sps, 1e-9))}", flush=True)
+
+
+class StopOnSigint:
+    """While active, the first Ctrl-C only asks the loop to stop (it saves a checkpoint at the
+    end of the current update); a second Ctrl-C interrupts at once."""
+
+    def __enter__(self):
+        self.requested = False
+        self.previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print("\nCtrl-C: stopping after this update (again to abort without saving)", flush=True)
+
+    def __exit__(self, *exc):
+        signal.signal(signal.SIGINT, self.previous)
+
+
+def write_summary(run: Run, eval_returns: list[float], checkpoint: Optional[str], train_seconds: float) -> dict:
+    """summary.json, what the benchmark and other tools read; the run's last line on the terminal."""
+    for i, episodic_return in enumerate(eval_returns):
+        run.writer.add_scalar("eval/episodic_return", episodic_return, i)
+    run.writer.close()
+    if run.args.track:
+        import wandb
+        wandb.finish()
+    recent = run.recent_returns
+    summary = {
+        "algorithm": ALGORITHM, "env_id": run.args.env_id, "seed": run.args.seed, "global_step": run.global_step,
+        "wall_seconds": run.stats["wall_seconds"], "sps": (run.global_step - run.start_step) / train_seconds,
+        "final_return": float(np.mean(recent)) if recent else None,
+        "eval_return": float(np.mean(eval_returns)) if eval_returns else None,
+        "eval_return_std": float(np.std(eval_returns)) if eval_returns else None,
+        "reward_threshold": run.threshold, "steps_to_threshold": run.stats["steps_to_threshold"],
+        "seconds_to_threshold": run.stats["seconds_to_threshold"],
+        "interrupted": run.interrupted, "failed": run.failed, "checkpoint": checkpoint, "run_dir": run.run_dir,
+        "args": asdict(run.args),
+    }
+    with open(os.path.join(run.run_dir, "summary.json"), "w") as f:
+        json.dump(summary, f, indent=2)
+    if run.interrupted:
+        resume_hint = f"; continue with --resume {checkpoint}" if checkpoint else ""
+        print(f"interrupted at step {run.global_step:,}{resume_hint}", flush=True)
+    elif not run.failed:
+        final = f"{summary['final_return']:.1f}" if recent else "no episode finished"
+        print(f"eval: mean return {summary['eval_return']:.1f} ± {summary['eval_return_std']:.1f} over "
+              f"{len(eval_returns)} {GREEDY} episodes (training: {final}, {summary['wall_seconds']:.1f}s, "
+              f"{summary['sps']:,.0f} steps/s)", flush=True)
+    return summary
+
+
+# ------------------------------------------------------------------------------------ evaluation
+GREEDY = "mean-action"  # how evaluation acts, in messages: the Gaussian's mean μ_θ(s)
+
+
+def evaluate(agent: Agent, env_id: str, episodes: int, seed: int, device: torch.device,
+             obs_rms: Optional[RunningMeanStd], video_dir: Optional[str] = None) -> list[float]:
+    """Returns of `episodes` episodes with the mean action μ_θ(s), observations normalised by the frozen obs_rms."""
+    env = make_env(env_id, obs_rms, update_stats=False, video_dir=video_dir)()
+    space = env.action_space
+    returns = []
+    obs, _ = env.reset(seed=seed)
+    for _ in range(episodes):
+        done, episodic_return = False, 0.0
+        while not done:
+            with torch.inference_mode():
+                obs_tensor = torch.as_tensor(np.asarray(obs, dtype=np.float32), device=device)
+                action = np.clip(agent.greedy_action(obs_tensor).cpu().numpy(), space.low, space.high)
+            obs, reward, terminated, truncated, _ = env.step(action)
+            episodic_return += float(reward)
+            done = terminated or truncated
+        returns.append(episodic_return)
+        obs, _ = env.reset()
+    env.close()
+    return returns
+
+
+def evaluate_checkpoint(args: Args) -> list[float]:
+    """--eval-checkpoint: load the policy saved at that path and run greedy episodes."""
+    validate_args(args, FLAG_RULES)
+    env_id, obs_dim, action_space, _ = check_env(args.env_id)
+    torch.set_num_threads(args.torch_threads)
+    device = torch.device("cuda" if args.cuda and torch.cuda.is_available() else "cpu")
+    checkpoint = load_checkpoint(args.eval_checkpoint, obs_dim, action_space, device)
+    agent = Agent(obs_dim, action_space.shape[0]).to(device)
+    agent.load_state_dict(checkpoint["agent"])
+    video_dir = (os.path.join(os.path.dirname(os.path.abspath(args.eval_checkpoint)), "videos", "eval")
+                 if args.capture_video else None)
+    returns = evaluate(agent, env_id, args.eval_episodes, args.seed + 10_000, device, checkpoint["obs_rms"], video_dir)
+    print(f"eval: mean return {np.mean(returns):.1f} ± {np.std(returns):.1f} over {len(returns)} {GREEDY} "
+          f"episodes of {args.env_id} (checkpoint at step {checkpoint['global_step']:,})", flush=True)
+    return returns
+
+
+# ------------------------------------------------------------ several processes (torchrun)
+# `torchrun --nproc-per-node N ppo_continuous.py ...` starts N copies of this script, the ranks 0 .. N-1.
+# Each steps num_envs / N of the envs and computes the loss on its share of every minibatch; the
+# mean of the ranks' gradients, by an all-reduce (ppo_step's average_), is the gradient over the
+# whole minibatch, so all take the same Adam step and their parameters stay identical. The flags
+# mean what they mean in one process, except that --norm-adv normalises each rank's share alone.
+# After each rollout the ranks merge their normalisation statistics (Run._end_rollout).
+class Processes:
+    """This process among those torchrun started: its rank, its share of the envs, its device,
+    and what the ranks share. A process started alone (WORLD_SIZE unset or 1) shares nothing."""
+
+    def __init__(self, args: Args):
+        """Check the environment torchrun set and the split of the work, then meet the other ranks
+        at MASTER_ADDR:MASTER_PORT (backend gloo on the CPU, nccl on CUDA); UsageError otherwise."""
+        self.size, self.rank = int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("RANK", 0))
+        missing = [name for name in ("RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT") if name not in os.environ]
+        if self.size > 1 and missing:
+            raise UsageError(f"WORLD_SIZE is {self.size} but {', '.join(missing)} not set: start several "
+                             "processes with torchrun (see README.md), or unset WORLD_SIZE to run one")
+        share = args.num_envs // self.size * args.num_steps  # of the batch
+        if args.num_envs % self.size:
+            raise UsageError(f"--num-envs {args.num_envs} does not split over {self.size} processes: pass a "
+                             f"multiple of {self.size}")
+        if share % args.num_minibatches:
+            per_process = f", {share} per process," if self.size > 1 else ""
+            raise UsageError(f"the batch of --num-envs {args.num_envs} x --num-steps {args.num_steps} = "
+                             f"{args.num_envs * args.num_steps}{per_process} does not split into "
+                             f"--num-minibatches {args.num_minibatches}")
+        self.device = torch.device("cpu")
+        if args.cuda and torch.cuda.is_available():  # one GPU per process
+            if int(os.environ.get("LOCAL_WORLD_SIZE", 1)) > torch.cuda.device_count():
+                raise UsageError(f"{os.environ['LOCAL_WORLD_SIZE']} processes on this machine but "
+                                 f"{torch.cuda.device_count()} GPUs: start at most one per GPU, or pass --no-cuda")
+            self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        self.num_envs = args.num_envs // self.size
+        self.first_env = self.rank * self.num_envs  # env i of this rank is env first_env + i of all
+        self.average_ = None if self.size == 1 else functools.partial(average_over_ranks_, world_size=self.size)
+        self.header = "" if self.size == 1 else f" ({self.size} processes x {self.num_envs} envs)"
+        if self.size > 1:
+            if self.device.type == "cuda":
+                torch.cuda.set_device(self.device)
+            try:
+                dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo", rank=self.rank,
+                                        world_size=self.size)
+            except (ValueError, dist.DistError) as e:
+                raise UsageError(f"cannot join the other processes at {os.environ['MASTER_ADDR']}:"
+                                 f"{os.environ['MASTER_PORT']}: {str(e).splitlines()[0]}") from None
+            if self.rank != 0:  # rank 0 alone prints
+                sys.stdout = open(os.devnull, "w")
+
+    def broadcast(self, agent: Agent) -> None:
+        """Rank 0's parameters, on every rank."""
+        for parameter in agent.parameters() if self.size > 1 else ():
+            dist.broadcast(parameter.data, src=0)
+
+    def gather(self, stop: bool, episodes: list) -> tuple[bool, list]:
+        """Whether any rank was asked to stop (a Ctrl-C to any stops them all), and the episodes of
+        every rank, on every rank."""
+        if self.size == 1:
+            return stop, episodes
+        gathered = [None] * self.size
+        dist.all_gather_object(gathered, (stop, episodes))
+        return any(s for s, _ in gathered), [episode for _, rank_episodes in gathered for episode in rank_episodes]
+
+    def leave(self) -> None:
+        if self.size > 1:
+            dist.destroy_process_group()
+            gc.collect()  # free the group's leftovers now: freed at interpreter exit, they aborted a rank
+
+
+def average_over_ranks_(tensors: list[torch.Tensor], world_size: int) -> None:
+    """Replace each tensor, in place, by its mean over the ranks: one all-reduce of them all."""
+    flat = torch.cat([t.reshape(-1) for t in tensors])
+    dist.all_reduce(flat)  # the sum over ranks, on every rank
+    flat /= world_size
+    for t, mean in zip(tensors, flat.split([t.numel() for t in tensors])):
+        t.copy_(mean.view_as(t))
+
+
+def moments(rms: RunningMeanStd) -> tuple:
+    """A copy of the (count, mean, variance) of running statistics."""
+    return rms.count, rms.mean.copy(), rms.var.copy()
+
+
+def merge_running_stats(rms: RunningMeanStd, before: tuple, per_rank: list[tuple]) -> None:
+    """Make rms the statistics of all values the ranks have seen, each rank's since `before` (count,
+    mean, variance), which all shared. n, Σx and Σx² add up: the total is before's + each rank's increase."""
+    sums = [(n, n * mean, n * (var + mean ** 2)) for n, mean, var in (before, *per_rank)]  # n, Σx, Σx²
+    n, s, q = (before_ + sum(rank[i] - before_ for rank in sums[1:]) for i, before_ in enumerate(sums[0]))
+    rms.count, rms.mean = n, s / n
+    rms.var = np.maximum(q / n - rms.mean ** 2, 0.0)  # Var = E[x²] - E[x]², never below 0 by rounding
+
+
+def exit_process(status: int) -> None:
+    """sys.exit(status); under torchrun, os._exit(status) once the output is flushed: the
+    interpreter's shutdown met gloo's threads and now and then aborted a rank (SIGABRT)."""
+    if int(os.environ.get("WORLD_SIZE", 1)) > 1:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+    sys.exit(status)
 
 
 if __name__ == "__main__":
@@ -886,7 +954,7 @@ if __name__ == "__main__":
         # torchrun stop it before it could).
         if "TORCHELASTIC_RUN_ID" in os.environ and os.environ.get("LOCAL_RANK", "0") != "0":
             exit_process(0)
-        print(f"ppo_continuous.py: error: {error}", file=sys.stderr)
+        print(f"{ALGORITHM}.py: error: {error}", file=sys.stderr)
         exit_process(2)
     except KeyboardInterrupt:
         if os.environ.get("RANK", "0") == "0":

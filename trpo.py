@@ -1,85 +1,66 @@
 """Trust region policy optimisation (TRPO): the natural gradient, with a KL trust region.
 
-The idea this file adds to a2c.py: measure the size of a policy step by how much it changes the
-policy, not the parameters. A2C steps along the gradient with a learning rate, and the same step
-in θ can move π_θ a little or a lot, depending on where θ is. TRPO takes the step that improves a
-surrogate objective the most among those whose mean KL divergence from the current policy stays
-within δ, found with the conjugate gradient method and checked by a line search.
+The idea this file adds to a2c.py: measure a policy step by how much it changes the policy, not
+the parameters. A2C steps along the gradient with a learning rate, and the same step in θ can
+move π_θ a little or a lot, depending on where θ is. TRPO takes the step that most improves a
+surrogate objective among those whose mean KL divergence from the current policy stays within δ.
 
-The surrogate. For policies π (the current one, θ_old) and π', with advantages A^π of π,
+The surrogate. For the policy π = π_θold that collected the batch, its advantages A^π, and any π_θ,
 
-    J(π') = J(π) + Σ_s ρ_π'(s) Σ_a π'(a|s) A^π(s,a)      ρ_π(s) = Σ_t γ^t P(s_t = s | π), unnormalised
+    J(θ) = J(θold) + Σ_s d^πθ(s) Σ_a π_θ(a|s) A^π(s,a),    d^π(s) = Σ_t γ^t P(s_t = s | π)
 
-Swapping ρ_π' for ρ_π, whose states we have, and importance-weighting the actions gives
+(Kakade and Langford 2002; d^π is the discounted state visitation). Swapping d^πθ for d^π, whose
+states we have, gives the surrogate L_θold(θ), equal to J(θ) to first order at θold; the actions
+π_θold took estimate Σ_a π_θ(a|s) A^π(s,a) by importance weighting. Without the constant J(θold),
+and (as is usual) weighting every visited state alike instead of by γ^t, the code maximises
 
-    L_π(π') = J(π) + Σ_s ρ_π(s) Σ_a π(a|s) · π'(a|s) / π(a|s) · A^π(s,a)
+    L_θold(θ) = Ê_t[ ρ_t(θ) Â_t ],   ρ_t(θ) = π_θ(a_t|s_t) / π_θold(a_t|s_t)        maximised
 
-which agrees with J(π') to first order at π' = π. Its sample estimate, without the constant and
-(as is usual) weighting every visited state alike instead of by γ^t, is
+whose gradient at θold, g, is the policy gradient a2c.py follows. How far may we trust it? The
+paper's Theorem 1 (total variation bounded by KL) bounds the true objective from below:
 
-    L(θ) = mean_t[ w_t(θ) Â_t ],   w_t(θ) = π_θ(a_t|s_t) / π_θold(a_t|s_t)      surrogate
+    J(θ) ≥ L_θold(θ) - C · max_s KL(π_θold(·|s) ‖ π_θ(·|s)),   C = 4γ max_s,a |A^π(s,a)| / (1-γ)²
 
-and ∇L(θ_old) = g is the policy gradient a2c.py follows. How far may we trust it? The paper's
-Theorem 1, with total variation bounded by KL (its eq. 9), bounds the true value from below
-(ε = max |A^π|):
+Both sides are equal at θold, so a θ that maximises the right side never makes J worse: monotonic
+improvement. But C is so large that the steps would be tiny. TRPO turns the penalty into a
+constraint with a step size δ, on the mean KL over the visited states, which samples can estimate:
 
-    J(π') ≥ L_π(π') - C · max_s KL(π(·|s) ‖ π'(·|s)),   C = 4εγ / (1-γ)²          lower bound
+    maximise L_θold(θ)   subject to   KL̄(θ) = Ê_t[ KL(π_θold(·|s_t) ‖ π_θ(·|s_t)) ] ≤ δ
 
-Both sides are equal at π' = π, so a π' that maximises the right side never makes J worse (the
-paper's Algorithm 1 iterates exactly this), but C is so large that the steps would be tiny. TRPO
-keeps the idea and turns the penalty into a constraint, on the mean KL over the visited states
-(which samples can estimate), with a step size δ:
+That gives up the guarantee: a mean KL within δ does not bound the max, a fixed δ is not the
+penalty C, and L_θold and KL̄ are sample estimates. What is left of it is the line search below,
+which takes a step only if the KL̄ measured after it is within δ and the L_θold measured went up.
 
-    maximise L(θ)   subject to   KL̄(θ) = mean_t[ KL(π_θold(·|s_t) ‖ π_θ(·|s_t)) ] ≤ δ
+The natural gradient. Near θold, L_θold is linear and KL̄ quadratic (KL̄ and its gradient are 0
+there): L_θold(θold + Δ) - L_θold(θold) ≈ gᵀΔ, KL̄(θold + Δ) ≈ ½ ΔᵀFΔ, where F = ∇²KL̄(θold) is
+the Fisher information matrix, the metric that measures a step by the change in the distribution,
+whatever the parametrisation. Maximising gᵀΔ on the ellipsoid ½ ΔᵀFΔ = δ gives (Lagrange)
+Δ ∝ F⁻¹g, the natural gradient (Kakade 2001), scaled to the boundary:
 
-The natural gradient. Near θ_old, L is linear and KL̄ quadratic: KL̄ and its gradient are zero at
-θ_old, so its second-order term comes first,
+    s = F⁻¹g,   Δ = √(2δ / sᵀFs) · s                                                  the step
 
-    L(θ_old + Δ) - L(θ_old) ≈ gᵀΔ,      KL̄(θ_old + Δ) ≈ ½ Δᵀ F Δ
-    F = ∇²KL̄(θ_old) = mean_t E_{a~π_θold(·|s_t)}[ ∇log π_θ(a|s_t) ∇log π_θ(a|s_t)ᵀ ]     Fisher
+F has a row per policy parameter (about 5,000 here), too many to form: the conjugate gradient
+method solves Fs = g from products Fv alone. A damping c_damp (--cg-damping) solves with
+F + c_damp·I, well conditioned where the samples pin down few directions of F; the step uses the
+same matrix, so the quadratic model of KL̄ stays a little below δ.
 
-F, the Hessian of the KL, is the Fisher information matrix: the metric that measures a step by
-the change in the distribution it makes, whatever the parametrisation. Maximising gᵀΔ on the
-ellipsoid ½ ΔᵀFΔ = δ gives (Lagrange) Δ ∝ F⁻¹g, the natural gradient (Kakade 2001), scaled to
-the boundary:
+The line search. The step came from a linear model of L_θold and a quadratic one of KL̄; both can
+be wrong for a step of that size. So Δ, αΔ, α²Δ, ... are tried (--backtrack-coef α,
+--backtrack-iters), the first with KL̄ ≤ δ and L_θold(θ) > L_θold(θold) is taken, and if none is,
+the policy stays exactly as it was. --no-line-search takes the full step unchecked (only a
+non-finite one is refused): the truncated natural policy gradient (TNPG) of Duan et al. (2016).
 
-    s = F⁻¹g,   Δ = √(2δ / sᵀFs) · s                                             the step
+The rest is a2c.py's, without the entropy bonus: the rollout, GAE(λ), normalised advantages. The
+policy has no learning rate; δ sets its step. The critic V_φ, with parameters φ of its own, is
+fitted after the policy step by epochs of minibatch Adam steps. The defaults were tuned on
+CartPole-v1; README.md gives the settings used for MuJoCo.
 
-(δ is the trust region here; the TD errors δ_t of compute_gae are another δ.)
-
-Conjugate gradient. F has as many rows as the policy has parameters (about 5,000 here), too big
-to form and invert at each update. The conjugate gradient method solves Fs = g using only
-products Fv. Each is a Hessian-vector product: ∇KL̄ is built once, differentiably, and each
-product is then one more backward pass through it,
-
-    F v = ∇_θ[ (∇_θ KL̄(θ))ᵀ v ]                                                 Fisher-vector product
-
-A few iterations (--cg-iters) give a good direction. A damping term β (--cg-damping) solves with
-F + βI instead, which keeps the system well conditioned where the samples pin down few directions
-of F; the step formula then uses the same damped matrix, so the step meets ½ Δᵀ(F + βI)Δ = δ and
-the quadratic model of the KL stays a little below δ.
-
-The line search. The step came from a quadratic model of the KL and a linear one of L; both
-can be wrong for a step of that size. So the step is tried at Δ, αΔ, α²Δ, ... (--backtrack-coef
-α, --backtrack-iters) and the first one with the measured KL̄ ≤ δ and L(θ) > L(θ_old) is taken.
-If none is, the policy stays exactly as it was for this batch. --no-line-search takes the full
-step without these checks (only a non-finite result is refused): the truncated natural policy
-gradient (TNPG) of Duan et al. (2016).
-
-The rest is a2c.py's, without the entropy bonus: N envs stepped together with SAME_STEP
-autoreset, GAE(λ) advantages with a truncation bootstrapped from V(final_obs), normalised per
-batch. The policy has no learning rate; δ sets its step. The critic V_φ(s), with parameters φ of
-its own, is fitted separately after the policy step, by several epochs of minibatch Adam steps
-on ½ (V_φ(s_t) - R̂_t)², R̂_t = Â_t + V_φ(s_t). --norm-obs and
---norm-reward (for MuJoCo) use gymnasium's running statistics, saved in the checkpoint and frozen
-for evaluation, as in a2c.py. For a Gaussian with mean μ and log σ (state-independent, as here),
-
-    KL(π_old ‖ π_θ) = Σ_i [ log σ_i - log σ_old,i + (σ_old,i² + (μ_old,i - μ_i)²) / (2σ_i²) - ½ ]
-    KL(π_old ‖ π_θ) = Σ_a π_old(a|s) (log π_old(a|s) - log π_θ(a|s))               Categorical
-
-Defaults (4 envs x 128 steps, δ 0.01, 10 CG iterations, damping 0.1, γ 0.99, λ 0.98, critic Adam lr
-1e-3 for 20 epochs of 2 minibatches, 100k steps) were tuned on CartPole-v1; README.md gives the
-settings used for MuJoCo.
+Reading map: surrogate (L_θold), conjugate_gradient (s ≈ F⁻¹g), Agent.kl_from (KL),
+fisher_vector_product (Fv), trpo_step (Δ, the line search), trpo_update (the critic's regression),
+then train(): read down to the PLUMBING banner. The tests show the math: tests/test_trpo.py (CG
+against a direct solve; the Fisher-vector product against the Hessian of KL̄ and the Fisher matrix,
+formed whole; an accepted step keeps KL̄ ≤ δ and improves L_θold; the line search shrinks a step
+that overshoots; a refused step leaves θ bit for bit), tests/test_gae.py (GAE).
 
 References:
     Schulman, Levine, Moritz, Jordan, Abbeel (2015). Trust Region Policy Optimization. ICML.
@@ -89,8 +70,8 @@ References:
     Duan, Chen, Houthooft, Schulman, Abbeel (2016). Benchmarking Deep Reinforcement Learning for
         Continuous Control (TNPG). arXiv:1604.06778
     Nocedal, Wright (2006). Numerical Optimization, chapter 5: the conjugate gradient method.
-    Schulman, Moritz, Levine, Jordan, Abbeel (2016). High-Dimensional Continuous Control
-        Using Generalized Advantage Estimation. arXiv:1506.02438
+    Schulman, Moritz, Levine, Jordan, Abbeel (2016). High-Dimensional Continuous Control Using
+        Generalized Advantage Estimation. arXiv:1506.02438
 
 Example:
     python trpo.py --env-id CartPole-v1 --seed 1
@@ -99,6 +80,7 @@ Example:
 
 import collections
 import importlib
+import itertools
 import json
 import math
 import os
@@ -121,17 +103,395 @@ ALGORITHM = "trpo"  # names this script in its messages, checkpoints and summary
 
 
 @dataclass
-class Args:
-    # --- experiment -------------------------------------------------------------------------
-    exp_name: str = ALGORITHM
-    """name of the experiment: it names the run directory and the checkpoint file"""
+class Hyperparameters:
+    """What TRPO does; Args, below the PLUMBING banner, adds the run's own flags."""
     env_id: str = "CartPole-v1"
-    """gymnasium env id, also `module:EnvName-v0` for an env your own module registers, or
-    `module:ClassName` for a gymnasium.Env subclass in your module"""
-    seed: int = 1
-    """seed of python, numpy, torch and the envs"""
+    """gymnasium env id; for your own env `module:EnvName-v0` or `module:ClassName` (README.md)"""
     total_timesteps: int = 100_000
     """env steps to train for, over all envs (rounded up to a whole number of rollouts)"""
+    max_kl: float = 0.01
+    """δ, the trust region: the largest mean KL(π_θold ‖ π_θ) a policy step may make"""
+    cg_iters: int = 10
+    """conjugate gradient iterations for the direction s ≈ F⁻¹g"""
+    cg_damping: float = 0.1
+    """c_damp, added to the Fisher matrix (F + c_damp·I) for a well-conditioned solve"""
+    line_search: bool = True
+    """backtrack until KL̄ ≤ δ and L_θold improves; --no-line-search: the full step (TNPG)"""
+    backtrack_coef: float = 0.8
+    """the line search shrinks the step by this factor each time"""
+    backtrack_iters: int = 10
+    """the most steps the line search tries before it keeps the old policy"""
+    num_envs: int = 4
+    """parallel envs in the vector env"""
+    num_steps: int = 128
+    """steps per env in each rollout; a rollout (one policy step) is num_envs * num_steps"""
+    gamma: float = 0.99
+    """discount factor γ"""
+    gae_lambda: float = 0.98
+    """GAE λ: 0 gives one-step TD errors, 1 the n-step return to the rollout's end, minus V"""
+    norm_adv: bool = True
+    """normalise each rollout's advantages to zero mean and unit std"""
+    learning_rate: float = 1e-3
+    """step size of the critic's Adam optimiser (the policy has none: δ sets its step)"""
+    critic_epochs: int = 20
+    """passes of the critic's regression over each rollout"""
+    num_minibatches: int = 2
+    """minibatches each rollout is split into for the critic's regression"""
+    norm_obs: bool = False
+    """normalise observations by their running mean and std, then clip them to ±10 (for MuJoCo)"""
+    norm_reward: bool = False
+    """scale rewards by the running std of the discounted return, clip them to ±10 (for MuJoCo)"""
+
+
+# ------------------------------------------------------------------------------------- the math
+def compute_gae(rewards, values, next_values, terminations, truncations, gamma: float, lam: float):
+    """GAE Â_t over a rollout of shape (T,) or (T, N). next_values[t] is V_φ(s_{t+1}) of the true
+    successor: a termination zeroes it, a truncation keeps it (the return the time limit cut off
+    is bootstrapped). Either one stops the recursion at the episode's end."""
+    not_terminated = 1.0 - terminations.float()
+    not_done = 1.0 - torch.maximum(terminations.float(), truncations.float())
+    deltas = rewards + gamma * not_terminated * next_values - values  # δ_t
+    advantages = torch.zeros_like(deltas)
+    next_advantage = torch.zeros_like(deltas[0])
+    for t in reversed(range(len(deltas))):  # Â_t = δ_t + γλ(1 - done_t) Â_{t+1}
+        next_advantage = deltas[t] + gamma * lam * not_done[t] * next_advantage
+        advantages[t] = next_advantage
+    return advantages
+
+
+def surrogate(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor):
+    """L_θold(θ) = Ê_t[ρ_t(θ) Â_t], maximised: its gradient at θold is the policy gradient."""
+    return ((logprobs - old_logprobs).exp() * advantages).mean()  # ρ_t = exp(log π_θ - log π_θold)
+
+
+def value_loss(values: torch.Tensor, returns: torch.Tensor) -> torch.Tensor:
+    """½ Ê[(V_φ(s) - R̂)²], the critic's regression on its targets."""
+    return 0.5 * ((values - returns) ** 2).mean()
+
+
+def conjugate_gradient(matrix_vector_product, b: torch.Tensor, iters: int, residual_tol=1e-10):
+    """Approximately solve A x = b for a symmetric positive-definite A known only through the
+    products A v, starting at x = 0. Each iteration minimises ½ xᵀAx - bᵀx exactly along a new
+    direction A-conjugate to the earlier ones; n iterations solve an n x n system exactly (up to
+    rounding). Stops early once the squared residual |b - Ax|² is below residual_tol."""
+    x = torch.zeros_like(b)
+    residual = b.clone()  # r = b - A x
+    direction = b.clone()  # p
+    residual_sq = residual @ residual
+    for _ in range(iters):
+        if residual_sq <= residual_tol:
+            break
+        a_direction = matrix_vector_product(direction)
+        alpha = residual_sq / (direction @ a_direction)  # the minimiser along p: rᵀr / pᵀAp
+        x = x + alpha * direction
+        residual = residual - alpha * a_direction
+        new_residual_sq = residual @ residual
+        direction = residual + (new_residual_sq / residual_sq) * direction  # r'ᵀr' / rᵀr
+        residual_sq = new_residual_sq
+    return x
+
+
+# ------------------------------------------------------------------------------------ the agent
+def layer_init(layer: nn.Linear, std: float = math.sqrt(2), bias: float = 0.0) -> nn.Linear:
+    """Orthogonal weights with gain std, constant bias."""
+    nn.init.orthogonal_(layer.weight, std)
+    nn.init.constant_(layer.bias, bias)
+    return layer
+
+
+def mlp(in_dim: int, out_dim: int, out_std: float, hidden: int = 64) -> nn.Sequential:
+    return nn.Sequential(
+        layer_init(nn.Linear(in_dim, hidden)), nn.Tanh(),
+        layer_init(nn.Linear(hidden, hidden)), nn.Tanh(),
+        layer_init(nn.Linear(hidden, out_dim), std=out_std),
+    )
+
+
+class Agent(nn.Module):
+    """The actor π_θ(a|s) and the critic V_φ(s), separate 64-64 tanh MLPs. The actor is
+    Categorical over its logits z for a Discrete action space, or a diagonal Gaussian with mean
+    μ_θ(s) and a state-independent learned log σ for a Box one:
+
+        log π_θ(a|s) = z_a - log Σ_b exp z_b,   z = logits_θ(s)
+        log π_θ(a|s) = Σ_i [ -(a_i - μ_θ(s)_i)² / (2σ_i²) - log σ_i - ½ log 2π ]
+    """
+
+    def __init__(self, obs_dim: int, action_space: gym.Space):
+        super().__init__()
+        self.discrete = isinstance(action_space, gym.spaces.Discrete)
+        action_size = int(action_space.n) if self.discrete else action_space.shape[0]
+        self.critic = mlp(obs_dim, 1, out_std=1.0)
+        # A small last layer starts the policy near uniform (or the mean near 0, with σ = 1).
+        self.actor = mlp(obs_dim, action_size, out_std=0.01)
+        if not self.discrete:
+            self.log_std = nn.Parameter(torch.zeros(action_size))
+
+    def value(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.critic(obs).squeeze(-1)
+
+    def logprob_entropy(self, obs: torch.Tensor, actions: torch.Tensor):
+        """log π_θ(a|s) of the given actions and the entropy H(π_θ(·|s)), per state."""
+        if not self.discrete:  # Σ_i log N(a_i; μ_θ(s)_i, σ_i²), and the Gaussian's entropy
+            z = (actions - self.actor(obs)) / self.log_std.exp()
+            logprob = (-0.5 * z ** 2 - self.log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
+            entropy = (0.5 + 0.5 * math.log(2 * math.pi) + self.log_std).sum(-1)
+            return logprob, entropy.expand(obs.shape[:-1])
+        log_probs = torch.log_softmax(self.actor(obs), dim=-1)  # z_a - log Σ_b exp z_b
+        logprob = log_probs.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)
+        entropy = -(log_probs.exp() * log_probs).sum(-1)
+        return logprob, entropy
+
+    def sample_action(self, obs: torch.Tensor) -> torch.Tensor:
+        """a ~ π_θ(·|s): a Categorical draw, or μ_θ(s) + σ ⊙ ξ, ξ ~ N(0, I) (before clipping)."""
+        out = self.actor(obs)
+        if not self.discrete:
+            return out + self.log_std.exp() * torch.randn_like(out)
+        # Gumbel-max: argmax_a (z_a - log E_a), E_a ~ Exp(1), is a ~ softmax(z)
+        return (out - torch.empty_like(out).exponential_().log()).argmax(-1)
+
+    def greedy_action(self, obs: torch.Tensor) -> torch.Tensor:
+        """The most probable action: argmax of the logits, or the Gaussian's mean."""
+        out = self.actor(obs)
+        return out.argmax(-1) if self.discrete else out
+
+    def policy_parameters(self) -> list[nn.Parameter]:
+        """θ, which the trust-region step moves: the actor's weights and, for a Gaussian, log σ."""
+        return list(self.actor.parameters()) + ([] if self.discrete else [self.log_std])
+
+    def distribution(self, obs: torch.Tensor):
+        """π_θ(·|s) per state: the log-probabilities of all actions, or the Gaussian's μ, log σ."""
+        out = self.actor(obs)
+        return out.log_softmax(-1) if self.discrete else (out, self.log_std.expand_as(out))
+
+    def kl_from(self, old, obs: torch.Tensor) -> torch.Tensor:
+        """KL(π_θold(·|s) ‖ π_θ(·|s)) per state, `old` being what distribution(obs) gave at θold:
+
+            Σ_a π_θold(a|s) (log π_θold(a|s) - log π_θ(a|s))                       Categorical
+            Σ_i [ log σ_i - log σ_old,i + (σ_old,i² + (μ_old,i - μ_i)²) / (2σ_i²) - ½ ]    Gaussian
+        """
+        new = self.distribution(obs)
+        if self.discrete:
+            return (old.exp() * (old - new)).sum(-1)
+        (mean_old, log_std_old), (mean, log_std) = old, new
+        return (log_std - log_std_old + ((2 * log_std_old).exp() + (mean_old - mean) ** 2)
+                / (2 * (2 * log_std).exp()) - 0.5).sum(-1)
+
+
+# ----------------------------------------------------------------------------------- the update
+def make_optimizer(agent: Agent, args: Hyperparameters) -> torch.optim.Optimizer:
+    """The critic's Adam (eps 1e-5, as since OpenAI Baselines); the policy needs none."""
+    return torch.optim.Adam(agent.critic.parameters(), lr=args.learning_rate, eps=1e-5)
+
+
+def flat_grad(output: torch.Tensor, params: list[torch.Tensor], **kwargs) -> torch.Tensor:
+    """∂output/∂θ for the parameters `params`, as one flat vector."""
+    return torch.cat([grad.reshape(-1) for grad in torch.autograd.grad(output, params, **kwargs)])
+
+
+def fisher_vector_product(agent: Agent, obs: torch.Tensor, old, damping: float):
+    """v ↦ (F + c_damp·I) v, F the Hessian of KL̄ over the states `obs` at θold (`old` is
+    agent.distribution(obs) there, detached), the Fisher matrix. F is never formed: ∇KL̄ is built
+    once, differentiably, and each product is one more backward pass through it:
+
+        F = ∇²KL̄(θold) = Ê_t E_{a~π_θold(·|s_t)}[ ∇log π_θ(a|s_t) ∇log π_θ(a|s_t)ᵀ ]
+        F v = ∇_θ[ (∇_θ KL̄(θ))ᵀ v ]                                 a Hessian-vector product"""
+    params = agent.policy_parameters()
+    mean_kl = agent.kl_from(old, obs).mean()
+    grad_kl = flat_grad(mean_kl, params, create_graph=True)  # ∇KL̄, kept differentiable (0 at θold)
+
+    def product(v: torch.Tensor) -> torch.Tensor:
+        return flat_grad(grad_kl @ v, params, retain_graph=True) + damping * v
+    return product
+
+
+def trpo_step(agent: Agent, obs: torch.Tensor, actions: torch.Tensor, advantages: torch.Tensor,
+              args: Hyperparameters) -> dict:
+    """One trust-region step of the policy on a batch (flat tensors); its diagnostics. θ ends at
+    an accepted step, or exactly where it was if g = 0 (equal advantages), CG fails, or no step
+    tried keeps KL̄ ≤ δ and improves L_θold. policy_loss is -L_θold where θ ends; kl_after_step and
+    approx_kl are 0 if it did not move; line_search_steps counts the steps tried (0: none)."""
+    params = agent.policy_parameters()
+    with torch.no_grad():
+        old = agent.distribution(obs)  # π_θold, fixed
+        old_logprobs, entropy = agent.logprob_entropy(obs, actions)
+    surrogate_old = surrogate(agent.logprob_entropy(obs, actions)[0], old_logprobs, advantages)
+    g = flat_grad(surrogate_old, params)
+    product = fisher_vector_product(agent, obs, old, args.cg_damping)
+    s = conjugate_gradient(product, g, args.cg_iters)  # s ≈ F⁻¹g, the natural gradient
+    s_f_s = s @ product(s)
+    diagnostics = {"policy_loss": -surrogate_old.item(), "entropy": entropy.mean().item(),
+                   "step_accepted": 0.0, "line_search_steps": 0, "kl_after_step": 0.0,
+                   "surrogate_improvement": 0.0, "approx_kl": 0.0, "grad_norm": g.norm().item()}
+    if not (torch.isfinite(s).all() and torch.isfinite(s_f_s) and s_f_s > 0 and g @ s > 0):
+        return diagnostics  # no ascent direction to step in: the policy stays as it is
+    full_step = torch.sqrt(2 * args.max_kl / s_f_s) * s  # Δ = √(2δ / sᵀFs) s: ½ ΔᵀFΔ = δ
+    theta_old = nn.utils.parameters_to_vector(params).detach()
+    with torch.no_grad():
+        tries = args.backtrack_iters if args.line_search else 1
+        for k in range(tries):  # Δ, αΔ, α²Δ, ...: the first that keeps KL̄ ≤ δ and improves L_θold
+            nn.utils.vector_to_parameters(theta_old + args.backtrack_coef ** k * full_step, params)
+            mean_kl = agent.kl_from(old, obs).mean()
+            logprobs = agent.logprob_entropy(obs, actions)[0]
+            improvement = surrogate(logprobs, old_logprobs, advantages) - surrogate_old
+            diagnostics["line_search_steps"] = k + 1
+            finite = torch.isfinite(mean_kl) and torch.isfinite(improvement)
+            if finite and (not args.line_search or (mean_kl <= args.max_kl and improvement > 0)):
+                log_ratio = logprobs - old_logprobs  # approx_kl, k3 estimate of KL(π_θold ‖ π_θ)
+                diagnostics.update(step_accepted=1.0, kl_after_step=mean_kl.item(),
+                                   surrogate_improvement=improvement.item(),
+                                   policy_loss=-(surrogate_old + improvement).item(),
+                                   approx_kl=((log_ratio.exp() - 1) - log_ratio).mean().item())
+                return diagnostics
+        nn.utils.vector_to_parameters(theta_old, params)  # none acceptable: back to θold, exactly
+    return diagnostics
+
+
+def trpo_update(agent: Agent, optimizer: torch.optim.Optimizer, batch: dict,
+                args: Hyperparameters) -> dict:
+    """On a batch of shape (T, N, ...): the policy's trust-region step, then the critic's own
+    regression, epochs of minibatch Adam steps on ½ (V_φ(s_t) - R̂_t)²; the diagnostics."""
+    advantages = batch["advantages"]
+    if args.norm_adv:
+        advantages = (advantages - advantages.mean()) / (advantages.std(correction=0) + 1e-8)
+    if not torch.isfinite(batch["returns"]).all():
+        raise FloatingPointError("the returns are not finite (a reward or a value is NaN or inf)")
+    flat = lambda x: x.reshape(-1, *x.shape[2:])  # (T, N, ...) -> (T * N, ...)
+    obs, returns = flat(batch["obs"]), flat(batch["returns"])
+    diagnostics = trpo_step(agent, obs, flat(batch["actions"]), flat(advantages), args)
+    diagnostics["value_loss"] = value_loss(flat(batch["values"]), returns).item()  # before the fit
+    for _ in range(args.critic_epochs):
+        for part in torch.randperm(len(obs), device=obs.device).tensor_split(args.num_minibatches):
+            loss = value_loss(agent.value(obs[part]), returns[part])
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"the critic's loss is {loss.item()}")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+    return diagnostics
+
+
+# ---------------------------------------------------------------------------------- the rollout
+def make_env(env_id: str, obs_rms: Optional[RunningMeanStd] = None, return_rms=None,
+             gamma: float = 0.99, update_stats: bool = True, video_dir: Optional[str] = None):
+    """A thunk building one env that records its episodes' statistics (and, with a video_dir,
+    videos of them), then normalises with the running statistics given (shared by all envs,
+    carried by the checkpoint, frozen if not update_stats). Logged returns stay the env's own.
+
+        s ← clip((s - mean[s]) / √(var[s] + 1e-8), -10, 10)              observations
+        r ← clip(r / √(var[G] + 1e-8), -10, 10),  G ← γ (1 - term) G + r   rewards
+    """
+    def thunk():
+        if video_dir:
+            env = gym.make(env_id, render_mode="rgb_array")
+            env = gym.wrappers.RecordVideo(env, video_dir, disable_logger=True)
+        else:
+            env = gym.make(env_id)
+        env = gym.wrappers.RecordEpisodeStatistics(env)
+        if obs_rms is not None:
+            env = gym.wrappers.NormalizeObservation(env)
+            env.obs_rms, env.update_running_mean = obs_rms, update_stats
+            env = gym.wrappers.TransformObservation(env, lambda obs: np.clip(obs, -10, 10),
+                                                    env.observation_space)
+        if return_rms is not None:
+            env = gym.wrappers.NormalizeReward(env, gamma=gamma)
+            env.return_rms, env.update_running_mean = return_rms, update_stats
+            env = gym.wrappers.ClipReward(env, -10, 10)
+        return env
+    return thunk
+
+
+def make_vec_env(env_id: str, num_envs: int, obs_rms, return_rms, gamma: float,
+                 video_dir: Optional[str] = None) -> gym.vector.VectorEnv:
+    """num_envs copies in one process, autoreset in the same step (so final_obs is at hand); the
+    first records videos to video_dir, if given."""
+    thunks = [make_env(env_id, obs_rms, return_rms, gamma, video_dir=video_dir if i == 0 else None)
+              for i in range(num_envs)]
+    return gym.vector.SyncVectorEnv(thunks, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+
+
+def successor_obs(next_obs: np.ndarray, info: dict) -> np.ndarray:
+    """The true s_{t+1} of each env. Where an episode just ended, the vector env has already
+    reset and returned the next episode's first observation; the final one is in info."""
+    if "_final_obs" not in info:
+        return next_obs
+    successor = next_obs.copy()
+    for i in np.flatnonzero(info["_final_obs"]):
+        successor[i] = info["final_obs"][i]
+    return successor
+
+
+def collect_rollout(envs: gym.vector.VectorEnv, agent: Agent, obs: np.ndarray, num_steps: int,
+                    device: torch.device, episode_ended) -> tuple[dict, np.ndarray]:
+    """num_steps steps of every env with actions drawn from π_θ, from observations obs. Returns
+    the rollout as tensors of shape (T, N, ...) and the observations to go on from. Each episode
+    that ends is reported as episode_ended(env steps into the rollout, env, return, length)."""
+    T, N, space = num_steps, envs.num_envs, envs.single_action_space
+    box = isinstance(space, gym.spaces.Box)
+    rollout = {"obs": np.zeros((T, N, obs.shape[-1]), dtype=np.float32),
+               "next_obs": np.zeros((T, N, obs.shape[-1]), dtype=np.float32),  # s_{t+1}
+               "actions": (np.zeros((T, N, space.shape[0]), dtype=np.float32) if box  # as sampled
+                           else np.zeros((T, N), dtype=np.int64)),
+               **{key: np.zeros((T, N), dtype=np.float32) for key in
+                  ("rewards", "terminations", "truncations")}}
+    for t in range(T):
+        rollout["obs"][t] = obs
+        with torch.inference_mode():
+            action = agent.sample_action(torch.from_numpy(rollout["obs"][t]).to(device))
+        action = action.cpu().numpy()
+        # The env gets the action clipped to its bounds, or shifted to a Discrete space's start.
+        env_action = np.clip(action, space.low, space.high) if box else action + int(space.start)
+        obs, reward, terminated, truncated, info = envs.step(env_action)
+        rollout["actions"][t], rollout["rewards"][t] = action, reward
+        rollout["terminations"][t], rollout["truncations"][t] = terminated, truncated
+        rollout["next_obs"][t] = successor_obs(obs, info)
+        if "_episode" in info.get("final_info", {}):
+            episode = info["final_info"]["episode"]
+            for i in np.flatnonzero(info["final_info"]["_episode"]):
+                episode_ended((t + 1) * N, int(i), float(episode["r"][i]), int(episode["l"][i]))
+    return {key: torch.from_numpy(value).to(device) for key, value in rollout.items()}, obs
+
+
+def make_batch(agent: Agent, rollout: dict, args: Hyperparameters) -> dict:
+    """The rollout with what the update needs besides: V_φ(s_t) from the critic that saw it,
+    the advantages Â_t by GAE, and the value targets R̂_t = Â_t + V_φ(s_t)."""
+    with torch.no_grad():
+        values = agent.value(rollout["obs"])
+        next_values = agent.value(rollout["next_obs"])
+        advantages = compute_gae(rollout["rewards"], values, next_values, rollout["terminations"],
+                                 rollout["truncations"], args.gamma, args.gae_lambda)
+    return {"obs": rollout["obs"], "actions": rollout["actions"], "values": values,
+            "advantages": advantages, "returns": advantages + values}
+
+
+# --------------------------------------------------------------------------------------- train
+def train(args: "Args") -> dict:
+    """Train TRPO as args say; return the run's summary. Run, below the PLUMBING banner, does
+    the rest: checks, seeding, resuming, logging, Ctrl-C, the checkpoint, evaluation."""
+    run = Run(args)
+    obs_rms, return_rms = run.normalisation()  # running statistics, shared by all envs, or None
+    envs = make_vec_env(run.env_id, args.num_envs, obs_rms, return_rms, args.gamma, run.video_dir)
+    agent = Agent(run.obs_dim, envs.single_action_space).to(run.device)
+    optimizer = make_optimizer(agent, args)
+    obs = run.start(envs, agent, optimizer)  # resumes from a checkpoint; resets the envs
+    try:
+        for iteration in run.iterations():
+            rollout, obs = collect_rollout(envs, agent, obs, args.num_steps, run.device,
+                                           run.episode_ended)
+            batch = make_batch(agent, rollout, args)
+            losses = trpo_update(agent, optimizer, batch, args)
+            run.log(losses, optimizer, batch)
+    except FloatingPointError as error:  # a non-finite loss: stop, and keep the last good weights
+        run.fail(error)
+    return run.finish()
+
+
+# ==== PLUMBING: nothing below changes what the algorithm computes ====
+@dataclass
+class Args(Hyperparameters):
+    exp_name: str = ALGORITHM
+    """name of the experiment: it names the run directory and the checkpoint file"""
+    seed: int = 1
+    """seed of python, numpy, torch and the envs"""
     torch_deterministic: bool = True
     """make torch use deterministic algorithms"""
     cuda: bool = True
@@ -153,52 +513,191 @@ class Args:
     resume: Optional[str] = None
     """checkpoint to continue training from, up to --total-timesteps"""
     eval_checkpoint: Optional[str] = None
-    """evaluate this checkpoint with greedy (or mean) actions instead of training"""
+    """evaluate this checkpoint instead of training"""
     eval_episodes: int = 10
-    """greedy (or mean-action) episodes run after training, or with --eval-checkpoint"""
-
-    # --- algorithm: the policy step ------------------------------------------------------------
-    max_kl: float = 0.01
-    """δ, the trust region: the largest mean KL(π_old ‖ π_new) a policy step may make"""
-    cg_iters: int = 10
-    """conjugate gradient iterations for the direction s ≈ F⁻¹g"""
-    cg_damping: float = 0.1
-    """β added to the Fisher matrix (F + βI) for a well-conditioned solve"""
-    line_search: bool = True
-    """backtrack until the step keeps KL ≤ δ and improves the surrogate; --no-line-search takes the full
-    step unchecked, unless it is not finite (truncated natural policy gradient)"""
-    backtrack_coef: float = 0.8
-    """the line search shrinks the step by this factor each time"""
-    backtrack_iters: int = 10
-    """the most steps the line search tries before it keeps the old policy"""
-    # --- algorithm: rollouts and the critic ------------------------------------------------------
-    num_envs: int = 4
-    """parallel envs in the vector env"""
-    num_steps: int = 128
-    """steps per env in each rollout; a rollout (one policy step) is num_envs * num_steps transitions"""
-    gamma: float = 0.99
-    """discount factor γ"""
-    gae_lambda: float = 0.98
-    """GAE λ: 1 gives returns to the end of the rollout minus V, 0 one-step TD errors"""
-    norm_adv: bool = True
-    """normalise each rollout's advantages to zero mean and unit std"""
-    learning_rate: float = 1e-3
-    """step size of the critic's Adam optimiser (the policy has none: δ sets its step)"""
-    critic_epochs: int = 20
-    """passes of the critic's regression over each rollout"""
-    num_minibatches: int = 2
-    """minibatches each rollout is split into for the critic's regression"""
-    norm_obs: bool = False
-    """normalise observations by their running mean and std, then clip them to ±10 (for MuJoCo)"""
-    norm_reward: bool = False
-    """scale rewards by the running std of the discounted return, then clip them to ±10 (for MuJoCo)"""
+    """episodes, acting greedily, to evaluate with after training or with --eval-checkpoint"""
 
 
+class Run:
+    """All of a training run that is not the algorithm: the checks, seeding, resuming, the run
+    directory, tensorboard (and wandb), the progress line, Ctrl-C, the checkpoint, evaluation
+    and summary.json. train() calls it at a few points; each method says when."""
+
+    def __init__(self, args: Args):
+        """Before anything is built: check the flags and the env, load a checkpoint to resume,
+        seed, make the run directory and its writer."""
+        validate_args(args, FLAG_RULES)
+        if args.num_envs * args.num_steps < args.num_minibatches:
+            raise UsageError(f"a rollout of --num-envs {args.num_envs} x --num-steps {args.num_steps} transitions "
+                             f"cannot be split into --num-minibatches {args.num_minibatches}")
+        self.args = args
+        self.env_id, self.obs_dim, self.action_space, self.threshold = check_env(args.env_id)
+        torch.set_num_threads(args.torch_threads)
+        self.device = torch.device("cuda" if args.cuda and torch.cuda.is_available() else "cpu")
+        self.checkpoint = None
+        if args.resume:
+            self.checkpoint = load_checkpoint(args.resume, self.obs_dim, self.action_space, self.device)
+            check_resume(self.checkpoint, args, ("norm_obs", "norm_reward"))
+        self.global_step = self.checkpoint["global_step"] if self.checkpoint else 0
+        self.stats = self.checkpoint["stats"] if self.checkpoint else {
+            "recent_returns": [], "steps_to_threshold": None, "seconds_to_threshold": None, "wall_seconds": 0.0,
+            "largest_kl_after_step": 0.0, "rejected_steps": 0}
+        # A resumed run goes on with fresh random numbers, not those its start drew.
+        seed_everything(args.seed + self.global_step, args.torch_deterministic)
+        self.run_dir = make_run_dir(args)
+        self.writer = open_writer(args, self.run_dir)
+        self.video_dir = os.path.join(self.run_dir, "videos") if args.capture_video else None
+        self.batch_size = args.num_envs * args.num_steps
+        self.num_iterations = math.ceil(args.total_timesteps / self.batch_size)
+        self.recent_returns = collections.deque(self.stats["recent_returns"], maxlen=20)
+        self.episodes = []  # the episodes that ended in the current rollout
+        self.interrupted = self.failed = False
+
+    def normalisation(self) -> tuple[Optional[RunningMeanStd], Optional[RunningMeanStd]]:
+        """The running statistics of observations and returns: the checkpoint's, or new ones."""
+        if self.checkpoint:
+            self.obs_rms, self.return_rms = self.checkpoint["obs_rms"], self.checkpoint["return_rms"]
+        else:
+            self.obs_rms = RunningMeanStd(shape=(self.obs_dim,)) if self.args.norm_obs else None
+            self.return_rms = RunningMeanStd(shape=()) if self.args.norm_reward else None
+        return self.obs_rms, self.return_rms
+
+    def start(self, envs: gym.vector.VectorEnv, agent: Agent, optimizer: torch.optim.Optimizer) -> np.ndarray:
+        """Once the envs, the agent and the optimiser exist: restore them from the checkpoint,
+        reset the envs; return their first observations."""
+        self.envs, self.agent, self.optimizer = envs, agent, optimizer
+        if self.checkpoint:
+            agent.load_state_dict(self.checkpoint["agent"])
+            optimizer.load_state_dict(self.checkpoint["optimizer"])
+            optimizer.param_groups[0]["lr"] = self.args.learning_rate  # the flag, not the saved rate
+        obs, _ = envs.reset(seed=self.args.seed + self.global_step)  # env i gets this seed + i
+        return obs
+
+    def iterations(self):
+        """The updates still to run, by index; after a Ctrl-C the loop ends with the update in
+        progress. A progress line every few seconds."""
+        self.start_time = self.last_print = time.perf_counter()
+        self.start_step = self.global_step
+        with StopOnSigint() as self.sigint:
+            print(f"TRPO on {self.args.env_id}: {self.num_iterations - self.global_step // self.batch_size:,} "
+                  f"updates of {self.batch_size} steps on {self.device}; logging to {self.run_dir}", flush=True)
+            for iteration in range(self.global_step // self.batch_size, self.num_iterations):
+                yield iteration
+                if self.stop and iteration < self.num_iterations - 1:
+                    self.interrupted = True
+                    return
+
+    def episode_ended(self, steps: int, env: int, episodic_return: float, length: int) -> None:
+        """Called by the rollout for each episode that ends, `steps` env steps into it."""
+        self.episodes.append((steps, env, time.perf_counter(), episodic_return, length))
+
+    def _end_rollout(self) -> None:
+        """Count the rollout's steps; log its episodes, in order, and note when the mean return
+        of the last 20 first reached the env's threshold."""
+        self.stop = self.sigint.requested
+        ended, self.episodes = sorted(self.episodes), []
+        for steps, same_step in itertools.groupby(ended, key=lambda episode: episode[0]):
+            for _, _, ended_at, episodic_return, length in same_step:
+                self.recent_returns.append(episodic_return)
+                self.writer.add_scalar("charts/episodic_return", episodic_return, self.global_step + steps)
+                self.writer.add_scalar("charts/episodic_length", length, self.global_step + steps)
+            if (self.stats["steps_to_threshold"] is None and self.threshold is not None
+                    and len(self.recent_returns) == self.recent_returns.maxlen
+                    and np.mean(self.recent_returns) >= self.threshold):
+                self.stats["steps_to_threshold"] = self.global_step + steps
+                self.stats["seconds_to_threshold"] = self.stats["wall_seconds"] + ended_at - self.start_time
+        self.global_step += self.batch_size
+
+    def log(self, losses: dict, optimizer: torch.optim.Optimizer, batch: dict) -> None:
+        """After each update: its rollout's episodes, the losses, how well V_φ fitted the returns
+        before it, the critic's learning rate, steps/s; the largest KL of an accepted step."""
+        self._end_rollout()
+        if losses["step_accepted"]:
+            self.stats["largest_kl_after_step"] = max(self.stats["largest_kl_after_step"], losses["kl_after_step"])
+        else:
+            self.stats["rejected_steps"] += 1
+        sps = (self.global_step - self.start_step) / (time.perf_counter() - self.start_time)
+        self.writer.add_scalar("charts/learning_rate", optimizer.param_groups[0]["lr"], self.global_step)
+        self.writer.add_scalar("charts/SPS", sps, self.global_step)
+        losses = {**losses, "explained_variance": explained_variance(batch["values"], batch["returns"])}
+        for key, value in losses.items():
+            self.writer.add_scalar(f"losses/{key}", value, self.global_step)
+        now, total = time.perf_counter(), self.num_iterations * self.batch_size
+        if now - self.last_print >= 5.0 or self.global_step >= total or self.stop:
+            self.last_print = now
+            print_progress(self.global_step, total, self.recent_returns, sps)
+
+    def fail(self, error: FloatingPointError) -> None:
+        """A non-finite loss or gradient: stop. The weights on disk are the last good ones."""
+        self._end_rollout()
+        print(f"{ALGORITHM}.py: error: training stopped at step {self.global_step}: {error}", file=sys.stderr)
+        self.failed = True
+
+    def finish(self) -> dict:
+        """After the last update: save the checkpoint, evaluate, write summary.json; return it."""
+        self.envs.close()
+        train_seconds = time.perf_counter() - self.start_time
+        self.stats.update(recent_returns=list(self.recent_returns),
+                          wall_seconds=self.stats["wall_seconds"] + train_seconds)
+        path = os.path.join(self.run_dir, f"{self.args.exp_name}.pt")
+        finite = (all(torch.isfinite(p).all() for p in self.agent.parameters())
+                  and all(np.isfinite(rms.var).all() for rms in (self.obs_rms, self.return_rms) if rms is not None))
+        saved = self.args.save_model and finite  # a checkpoint on disk is never replaced by broken weights
+        if saved:
+            save_checkpoint(path, {
+                "algorithm": ALGORITHM, "obs_dim": self.obs_dim, "action_space": describe(self.action_space),
+                "agent": self.agent.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "obs_rms": self.obs_rms, "return_rms": self.return_rms, "global_step": self.global_step,
+                "stats": self.stats, "args": asdict(self.args)})
+        eval_returns = []
+        if not (self.interrupted or self.failed):
+            eval_returns = evaluate(self.agent, self.env_id, self.obs_rms, self.args.eval_episodes,
+                                    self.args.seed + 10_000, self.device)
+        summary = write_summary(self, eval_returns, path if saved else None, train_seconds)
+        # TRPO's own fields, added to what write_summary (the same in every script) wrote
+        summary.update({key: self.stats[key] for key in ("largest_kl_after_step", "rejected_steps")})
+        with open(os.path.join(self.run_dir, "summary.json"), "w") as f:
+            json.dump(summary, f, indent=2)
+        return summary
+
+
+# ----------------------------------------------------------------------- checks of flags and env
 class UsageError(Exception):
     """A mistake in the flags or the env: reported as one line on stderr, exit status 2."""
 
 
-# ----------------------------------------------------------------------------- environment
+# What a flag's value must satisfy, by kind; FLAG_RULES gives each checked flag its kind.
+RULES = {
+    "count": (lambda v: v > 0, "be positive"),
+    "fraction": (lambda v: 0.0 <= v <= 1.0, "lie in [0, 1]"),
+    "open fraction": (lambda v: 0.0 < v < 1.0, "lie strictly between 0 and 1"),
+    "positive": (lambda v: v > 0 and math.isfinite(v), "be a positive finite number"),
+    "non-negative": (lambda v: v >= 0 and math.isfinite(v), "be a finite number ≥ 0"),
+}
+FLAG_RULES = {
+    "total_timesteps": "count", "num_envs": "count", "num_steps": "count", "eval_episodes": "count",
+    "torch_threads": "count", "gamma": "fraction", "gae_lambda": "fraction", "learning_rate": "positive",
+    "cg_iters": "count", "backtrack_iters": "count", "critic_epochs": "count", "num_minibatches": "count",
+    "max_kl": "positive", "cg_damping": "non-negative", "backtrack_coef": "open fraction",
+}
+
+
+def validate_args(args: Args, flag_rules: dict) -> None:
+    """Raise UsageError for a flag value that cannot work, before anything is built."""
+    for name, kind in flag_rules.items():
+        test, requirement = RULES[kind]
+        if getattr(args, name) is not None and not test(getattr(args, name)):
+            raise UsageError(f"--{name.replace('_', '-')} must {requirement}, got {getattr(args, name)}")
+    if args.resume and args.eval_checkpoint:
+        raise UsageError("give either --resume or --eval-checkpoint, not both")
+    for flag, package in (("capture_video", "moviepy"), ("track", "wandb")):
+        if getattr(args, flag):
+            try:
+                importlib.import_module(package)
+            except ImportError:
+                raise UsageError(f"--{flag.replace('_', '-')} needs {package}: pip install {package}") from None
+
+
 def resolve_env_id(env_id: str) -> str:
     """Return an id gymnasium.make accepts; raise UsageError if there is none.
 
@@ -234,337 +733,40 @@ def check_spaces(env: gym.Env) -> tuple[int, gym.Space]:
     return obs_space.shape[0], action_space
 
 
-def successor_obs(next_obs: np.ndarray, info: dict) -> np.ndarray:
-    """The true s_{t+1} of each env. Where an episode just ended, the vector env has already
-    reset and returned the next episode's first observation; the final one is in info."""
-    if "_final_obs" not in info:
-        return next_obs
-    successor = next_obs.copy()
-    for i in np.flatnonzero(info["_final_obs"]):
-        successor[i] = info["final_obs"][i]
-    return successor
-
-
-def make_env(env_id: str, obs_rms: Optional[RunningMeanStd] = None, return_rms: Optional[RunningMeanStd] = None,
-             gamma: float = 0.99, update_stats: bool = True, capture_video: bool = False, video_dir: str = ""):
-    """A thunk building one env that records its episodes' statistics; with capture_video, it
-    records videos of them to video_dir. Then come the normalising wrappers, with the statistics
-    objects given (shared by all envs, carried by the checkpoint), frozen if not update_stats."""
-    def thunk():
-        if capture_video:
-            env = gym.make(env_id, render_mode="rgb_array")
-            env = gym.wrappers.RecordVideo(env, video_dir, disable_logger=True)
-        else:
-            env = gym.make(env_id)
-        env = gym.wrappers.RecordEpisodeStatistics(env)
-        if obs_rms is not None:
-            env = gym.wrappers.NormalizeObservation(env)
-            env.obs_rms, env.update_running_mean = obs_rms, update_stats
-            env = gym.wrappers.TransformObservation(env, lambda obs: np.clip(obs, -10, 10), env.observation_space)
-        if return_rms is not None:
-            env = gym.wrappers.NormalizeReward(env, gamma=gamma)
-            env.return_rms, env.update_running_mean = return_rms, update_stats
-            env = gym.wrappers.ClipReward(env, -10, 10)
-        return env
-    return thunk
-
-
-def make_vec_env(args: Args, env_id: str, obs_rms, return_rms, video_dir: str) -> gym.vector.VectorEnv:
-    """num_envs copies in one process, autoreset in the same step (so final_obs is at hand). An
-    episode's statistics arrive in info["final_info"]."""
-    thunks = [make_env(env_id, obs_rms, return_rms, gamma=args.gamma, capture_video=args.capture_video and i == 0,
-                       video_dir=video_dir) for i in range(args.num_envs)]
-    return gym.vector.SyncVectorEnv(thunks, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
-
-
-# --------------------------------------------------------------------------------- networks
-def layer_init(layer: nn.Linear, std: float = math.sqrt(2), bias: float = 0.0) -> nn.Linear:
-    """Orthogonal weights with gain std, constant bias."""
-    nn.init.orthogonal_(layer.weight, std)
-    nn.init.constant_(layer.bias, bias)
-    return layer
-
-
-def mlp(in_dim: int, out_dim: int, out_std: float, hidden: int = 64) -> nn.Sequential:
-    return nn.Sequential(
-        layer_init(nn.Linear(in_dim, hidden)), nn.Tanh(),
-        layer_init(nn.Linear(hidden, hidden)), nn.Tanh(),
-        layer_init(nn.Linear(hidden, out_dim), std=out_std),
-    )
-
-
-class Agent(nn.Module):
-    """The actor π_θ(a|s) and the critic V_φ(s), separate 64-64 tanh MLPs. The actor is
-    Categorical over its logits for a Discrete action space, or a diagonal Gaussian with mean
-    μ_θ(s) and a state-independent learned log σ for a Box one."""
-
-    def __init__(self, obs_dim: int, action_space: gym.Space):
-        super().__init__()
-        self.discrete = isinstance(action_space, gym.spaces.Discrete)
-        action_size = int(action_space.n) if self.discrete else action_space.shape[0]
-        self.critic = mlp(obs_dim, 1, out_std=1.0)
-        # A small last layer starts the policy near uniform (or the mean near 0, with σ = 1).
-        self.actor = mlp(obs_dim, action_size, out_std=0.01)
-        if not self.discrete:
-            self.log_std = nn.Parameter(torch.zeros(action_size))
-
-    def value(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.critic(obs).squeeze(-1)
-
-    def logprob_entropy(self, obs: torch.Tensor, actions: torch.Tensor):
-        """log π_θ(a|s) of the given actions and the entropy H(π_θ(·|s)), per state."""
-        if self.discrete:
-            log_probs = torch.log_softmax(self.actor(obs), dim=-1)  # z_a - log Σ_b exp z_b
-            logprob = log_probs.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)
-            entropy = -(log_probs.exp() * log_probs).sum(-1)
-            return logprob, entropy
-        mean, log_std = self.actor(obs), self.log_std
-        z = (actions - mean) / log_std.exp()
-        logprob = (-0.5 * z ** 2 - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)  # Σ_i log N(a_i; μ_i, σ_i²)
-        entropy = (0.5 + 0.5 * math.log(2 * math.pi) + log_std).sum(-1).expand(obs.shape[:-1])
-        return logprob, entropy
-
-    def sample_action(self, obs: torch.Tensor) -> torch.Tensor:
-        """a ~ π_θ(·|s): a Categorical draw, or μ_θ(s) + σ ⊙ ε with ε ~ N(0, I) (before clipping)."""
-        out = self.actor(obs)
-        if self.discrete:  # Gumbel-max: argmax_a (z_a - log E_a), E_a ~ Exp(1), draws a from softmax(z)
-            return (out - torch.empty_like(out).exponential_().log()).argmax(-1)
-        return out + self.log_std.exp() * torch.randn_like(out)
-
-    def greedy_action(self, obs: torch.Tensor) -> torch.Tensor:
-        """The most probable action: argmax of the logits, or the Gaussian's mean."""
-        out = self.actor(obs)
-        return out.argmax(-1) if self.discrete else out
-
-    def policy_parameters(self) -> list[nn.Parameter]:
-        """θ of the policy: the actor's weights and, for a Gaussian, log σ. The trust-region step
-        moves these; the critic has its own optimiser."""
-        return list(self.actor.parameters()) + ([] if self.discrete else [self.log_std])
-
-    def distribution(self, obs: torch.Tensor):
-        """What defines π_θ(·|s) in each state: the log-probabilities of all actions, or the
-        Gaussian's mean and log σ."""
-        out = self.actor(obs)
-        return torch.log_softmax(out, dim=-1) if self.discrete else (out, self.log_std.expand_as(out))
-
-    def kl_from(self, old, obs: torch.Tensor) -> torch.Tensor:
-        """KL(π_old(·|s) ‖ π_θ(·|s)) per state, where `old` is what distribution(obs) gave for π_old."""
-        new = self.distribution(obs)
-        if self.discrete:  # Σ_a π_old(a|s) (log π_old(a|s) - log π_θ(a|s))
-            return (old.exp() * (old - new)).sum(-1)
-        (mean_old, log_std_old), (mean, log_std) = old, new
-        return (log_std - log_std_old + ((2 * log_std_old).exp() + (mean_old - mean) ** 2)
-                / (2 * (2 * log_std).exp()) - 0.5).sum(-1)
-
-
-# --------------------------------------------------------------- the math, and the update
-def compute_gae(rewards, values, next_values, terminations, truncations, gamma: float, lam: float):
-    """Generalised advantage estimates Â_t for a rollout of shape (T,) or (T, num_envs).
-
-    next_values[t] is V(s_{t+1}) of the true successor state: at an episode's end, the value of
-    its final observation. A termination zeroes it; a truncation keeps it (bootstraps the
-    return the time limit cut off). Either one stops the recursion at the episode boundary.
-    With λ = 1, Â_t + V(s_t) is the n-step return, bootstrapped at the end of the rollout.
-    """
-    not_terminated = 1.0 - terminations.float()
-    not_done = 1.0 - torch.maximum(terminations.float(), truncations.float())
-    deltas = rewards + gamma * not_terminated * next_values - values  # δ_t
-    advantages = torch.zeros_like(deltas)
-    next_advantage = torch.zeros_like(deltas[0])
-    for t in reversed(range(len(deltas))):
-        next_advantage = deltas[t] + gamma * lam * not_done[t] * next_advantage  # Â_t = δ_t + γλ(1-done_t) Â_{t+1}
-        advantages[t] = next_advantage
-    return advantages
-
-
-def value_loss(values: torch.Tensor, returns: torch.Tensor) -> torch.Tensor:
-    """½ E[(V_φ(s) - R̂)²]."""
-    return 0.5 * ((values - returns) ** 2).mean()
-
-
-def explained_variance(predicted: torch.Tensor, target: torch.Tensor) -> float:
-    """1 - Var(target - predicted) / Var(target): 1 is a perfect critic, 0 no better than a constant."""
-    var_target = target.var(correction=0)
-    return float("nan") if var_target == 0 else float(1 - (target - predicted).var(correction=0) / var_target)
-
-
-def surrogate(agent: Agent, obs: torch.Tensor, actions: torch.Tensor, advantages: torch.Tensor,
-              old_logprobs: torch.Tensor) -> torch.Tensor:
-    """L(θ) = mean_t[ π_θ(a_t|s_t) / π_old(a_t|s_t) · Â_t ]: its gradient at θ_old is the policy gradient."""
-    logprobs, _ = agent.logprob_entropy(obs, actions)
-    return ((logprobs - old_logprobs).exp() * advantages).mean()
-
-
-def flat_grad(output: torch.Tensor, params: list[torch.Tensor], **kwargs) -> torch.Tensor:
-    """∂output/∂θ for the parameters `params`, as one flat vector."""
-    return torch.cat([grad.reshape(-1) for grad in torch.autograd.grad(output, params, **kwargs)])
-
-
-def fisher_vector_product(agent: Agent, obs: torch.Tensor, old, damping: float):
-    """The function v ↦ (F + βI) v, β the damping, where F is the Hessian of the mean
-    KL(π_old ‖ π_θ) over the states `obs` at θ = θ_old (`old` is agent.distribution(obs) there,
-    detached): the Fisher matrix. F is never formed; each product is a Hessian-vector product by
-    double backprop."""
-    params = agent.policy_parameters()
-    mean_kl = agent.kl_from(old, obs).mean()
-    grad_kl = flat_grad(mean_kl, params, create_graph=True)  # ∇KL̄, kept differentiable (it is 0 at θ_old)
-
-    def product(v: torch.Tensor) -> torch.Tensor:
-        return flat_grad(grad_kl @ v, params, retain_graph=True) + damping * v  # ∇[(∇KL̄)ᵀv] = F v
-    return product
-
-
-def conjugate_gradient(matrix_vector_product, b: torch.Tensor, iters: int, residual_tol: float = 1e-10):
-    """Approximately solve A x = b for a symmetric positive-definite A known only through the
-    products A v, starting at x = 0. Each iteration minimises ½ xᵀAx - bᵀx exactly along a new
-    direction A-conjugate to the earlier ones; n iterations solve an n x n system exactly (up to
-    rounding). Stops early once the squared residual |b - Ax|² is below residual_tol."""
-    x = torch.zeros_like(b)
-    residual = b.clone()  # r = b - A x
-    direction = b.clone()  # p
-    residual_sq = residual @ residual
-    for _ in range(iters):
-        if residual_sq <= residual_tol:
-            break
-        a_direction = matrix_vector_product(direction)
-        alpha = residual_sq / (direction @ a_direction)  # the minimiser along p: α = rᵀr / pᵀAp
-        x = x + alpha * direction
-        residual = residual - alpha * a_direction
-        new_residual_sq = residual @ residual
-        direction = residual + (new_residual_sq / residual_sq) * direction  # β = r'ᵀr' / rᵀr
-        residual_sq = new_residual_sq
-    return x
-
-
-def trpo_step(agent: Agent, obs: torch.Tensor, actions: torch.Tensor, advantages: torch.Tensor, args: Args) -> dict:
-    """One trust-region step of the policy on a batch (flat tensors); returns its diagnostics.
-
-    The policy's parameters end either at an accepted θ or exactly where they were: when the
-    gradient is zero (all advantages equal), the conjugate gradient fails, or no step the line
-    search tries keeps KL̄ ≤ δ and improves the surrogate. The diagnostics describe the policy
-    the step ends with: policy_loss is -L there (-L(θ_old) = -mean Â when nothing moved),
-    kl_after_step and approx_kl are 0 for a policy that did not move, and line_search_steps
-    counts the candidate steps tried (1 is the full step, 0 means there was no direction).
-    """
-    params = agent.policy_parameters()
-    with torch.no_grad():
-        old = agent.distribution(obs)  # π_old, fixed
-        old_logprobs, entropy = agent.logprob_entropy(obs, actions)
-    surrogate_old = surrogate(agent, obs, actions, advantages, old_logprobs)  # L(θ_old) = mean Â
-    g = flat_grad(surrogate_old, params)
-    product = fisher_vector_product(agent, obs, old, args.cg_damping)
-    s = conjugate_gradient(product, g, args.cg_iters)  # s ≈ F⁻¹g, the natural gradient
-    s_f_s = s @ product(s)
-    diagnostics = {"policy_loss": -surrogate_old.item(), "entropy": entropy.mean().item(), "step_accepted": 0.0,
-                   "line_search_steps": 0, "kl_after_step": 0.0, "surrogate_improvement": 0.0,
-                   "approx_kl": 0.0, "grad_norm": g.norm().item()}
-    if not (torch.isfinite(s).all() and torch.isfinite(s_f_s) and s_f_s > 0 and g @ s > 0):
-        return diagnostics  # no ascent direction to step in: the policy stays as it is
-    full_step = torch.sqrt(2 * args.max_kl / s_f_s) * s  # Δ = √(2δ / sᵀFs) s, on the edge of the quadratic region
-    theta_old = nn.utils.parameters_to_vector(params).detach()
-    with torch.no_grad():
-        tries = args.backtrack_iters if args.line_search else 1
-        for k in range(tries):  # Δ, αΔ, α²Δ, ...: the first that keeps KL̄ ≤ δ and improves L
-            nn.utils.vector_to_parameters(theta_old + args.backtrack_coef ** k * full_step, params)
-            mean_kl = agent.kl_from(old, obs).mean()
-            improvement = surrogate(agent, obs, actions, advantages, old_logprobs) - surrogate_old
-            diagnostics["line_search_steps"] = k + 1
-            finite = torch.isfinite(mean_kl) and torch.isfinite(improvement)
-            if finite and (not args.line_search or (mean_kl <= args.max_kl and improvement > 0)):
-                log_ratio = agent.logprob_entropy(obs, actions)[0] - old_logprobs
-                diagnostics.update(step_accepted=1.0, kl_after_step=mean_kl.item(),
-                                   surrogate_improvement=improvement.item(),
-                                   policy_loss=-(surrogate_old + improvement).item(),
-                                   approx_kl=((log_ratio.exp() - 1) - log_ratio).mean().item())  # k3 estimate
-                return diagnostics
-        nn.utils.vector_to_parameters(theta_old, params)  # nothing acceptable: back to θ_old, exactly
-    return diagnostics
-
-
-def trpo_update(agent: Agent, optimizer: torch.optim.Optimizer, rollout: dict, args: Args) -> dict:
-    """On one rollout (tensors of shape (T, N, ...)): the policy's trust-region step, then the
-    critic's regression by minibatch Adam steps. Returns the diagnostics."""
-    with torch.no_grad():  # Â_t and R̂_t from the critic as it was during the rollout
-        values = agent.value(rollout["obs"])
-        next_values = agent.value(rollout["next_obs"])
-        advantages = compute_gae(rollout["rewards"], values, next_values, rollout["terminations"],
-                                 rollout["truncations"], args.gamma, args.gae_lambda)
-        returns = advantages + values  # R̂_t = Â_t + V(s_t), before any normalising of Â
-        if args.norm_adv:
-            advantages = (advantages - advantages.mean()) / (advantages.std(correction=0) + 1e-8)
-    if not torch.isfinite(returns).all():
-        raise FloatingPointError("the returns are not finite (a reward or a value is NaN or infinite)")
-    flat = lambda x: x.reshape(-1, *x.shape[2:])  # (T, N, ...) -> (T * N, ...)
-    obs, returns = flat(rollout["obs"]), flat(returns)
-    diagnostics = trpo_step(agent, obs, flat(rollout["actions"]), flat(advantages), args)
-
-    diagnostics.update(value_loss=value_loss(flat(values), returns).item(),  # the critic's error before its fit
-                       explained_variance=explained_variance(flat(values), returns))
-    for _ in range(args.critic_epochs):
-        for minibatch in torch.randperm(len(obs), device=obs.device).tensor_split(args.num_minibatches):
-            loss = value_loss(agent.value(obs[minibatch]), returns[minibatch])
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"the critic's loss is {loss.item()}")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-    return diagnostics
-
-
-# ---------------------------------------------------------------------------------- helpers
-def validate_args(args: Args) -> None:
-    """Raise UsageError for flag values that cannot work, before anything is built."""
-    for name in ("total_timesteps", "num_envs", "num_steps", "eval_episodes", "torch_threads", "cg_iters",
-                 "backtrack_iters", "critic_epochs", "num_minibatches"):
-        if getattr(args, name) <= 0:
-            raise UsageError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
-    for name in ("gamma", "gae_lambda"):
-        if not 0.0 <= getattr(args, name) <= 1.0:
-            raise UsageError(f"--{name.replace('_', '-')} must lie in [0, 1], got {getattr(args, name)}")
-    for name in ("learning_rate", "max_kl"):
-        if not (getattr(args, name) > 0 and math.isfinite(getattr(args, name))):
-            raise UsageError(f"--{name.replace('_', '-')} must be a positive finite number, got {getattr(args, name)}")
-    if not (args.cg_damping >= 0 and math.isfinite(args.cg_damping)):
-        raise UsageError(f"--cg-damping must be a finite number ≥ 0, got {args.cg_damping}")
-    if not 0.0 < args.backtrack_coef < 1.0:
-        raise UsageError(f"--backtrack-coef must lie strictly between 0 and 1, got {args.backtrack_coef}")
-    if args.num_envs * args.num_steps < args.num_minibatches:
-        raise UsageError(f"a rollout of --num-envs {args.num_envs} x --num-steps {args.num_steps} transitions "
-                         f"cannot be split into --num-minibatches {args.num_minibatches}")
-    if args.resume and args.eval_checkpoint:
-        raise UsageError("give either --resume or --eval-checkpoint, not both")
-    if args.capture_video:
-        try:
-            import moviepy  # noqa: F401
-        except ImportError:
-            raise UsageError("--capture-video needs moviepy: pip install moviepy") from None
-    if args.track:
-        try:
-            import wandb  # noqa: F401
-        except ImportError:
-            raise UsageError("--track needs wandb: pip install wandb") from None
-
-
-def check_setup(args: Args) -> tuple[str, int, gym.Space, Optional[float], torch.device]:
-    """Validate flags and env, set torch's threads; return (env id for gymnasium.make,
-    observation size, action space, the env's reward threshold or None, device)."""
-    validate_args(args)
-    env_id = resolve_env_id(args.env_id)
+def check_env(env_id: str) -> tuple[str, int, gym.Space, Optional[float]]:
+    """(id for gymnasium.make, observation size, action space, reward threshold or None) of the
+    env --env-id names; UsageError if there is none or this script cannot train on it."""
+    env_id = resolve_env_id(env_id)
     probe = gym.make(env_id)
     obs_dim, action_space = check_spaces(probe)
     threshold = probe.spec.reward_threshold if probe.spec else None
     probe.close()
-    torch.set_num_threads(args.torch_threads)
-    device = torch.device("cuda" if args.cuda and torch.cuda.is_available() else "cpu")
-    return env_id, obs_dim, action_space, threshold, device
+    return env_id, obs_dim, action_space, threshold
 
 
+def check_resume(checkpoint: dict, args: Args, same: tuple[str, ...]) -> None:
+    """A checkpoint resumes only with the flags in `same` as they were, and short of its end."""
+    for name in same:
+        if checkpoint["args"][name] != getattr(args, name):
+            raise UsageError(f"checkpoint {args.resume} was trained with --{name.replace('_', '-')} "
+                             f"{checkpoint['args'][name]}; resume with the same")
+    if checkpoint["global_step"] >= args.total_timesteps:
+        raise UsageError(f"checkpoint {args.resume} is already at step {checkpoint['global_step']:,}; pass a "
+                         "larger --total-timesteps to train on")
+
+
+# --------------------------------------------------------------------------------- checkpoints
 def describe(action_space: gym.Space) -> str:
     """How a checkpoint records the action space it was trained on, e.g. 'Discrete(2)' or 'Box(6,)'."""
     if isinstance(action_space, gym.spaces.Discrete):
         start = f", start={action_space.start}" if action_space.start else ""
         return f"Discrete({action_space.n}{start})"
     return f"Box{action_space.shape}"
+
+
+def save_checkpoint(path: str, state: dict) -> None:
+    torch.save(state, path + ".tmp")
+    os.replace(path + ".tmp", path)  # never leave a half-written checkpoint behind
 
 
 def load_checkpoint(path: str, obs_dim: int, action_space: gym.Space, device: torch.device) -> dict:
@@ -577,7 +779,7 @@ def load_checkpoint(path: str, obs_dim: int, action_space: gym.Space, device: to
         if checkpoint["algorithm"] != ALGORITHM:
             raise ValueError(f"it was written by {checkpoint['algorithm']}.py")
     except Exception as e:
-        raise UsageError(f"{path} is not an {ALGORITHM}.py checkpoint ({type(e).__name__}: {e})") from None
+        raise UsageError(f"{path} is not a checkpoint of {ALGORITHM}.py ({type(e).__name__}: {e})") from None
     if trained != (obs_dim, describe(action_space)):
         raise UsageError(f"checkpoint {path} was trained on {checkpoint['args']['env_id']} "
                          f"({trained[0]} observations, actions {trained[1]}), which does not match this env "
@@ -585,18 +787,72 @@ def load_checkpoint(path: str, obs_dim: int, action_space: gym.Space, device: to
     return checkpoint
 
 
-def save_checkpoint(path: str, agent: Agent, optimizer, global_step: int, args: Args, stats: dict,
-                    obs_rms: Optional[RunningMeanStd], return_rms: Optional[RunningMeanStd], action_space: gym.Space):
-    torch.save({"agent": agent.state_dict(), "optimizer": optimizer.state_dict(), "global_step": global_step,
-                "algorithm": ALGORITHM, "obs_dim": agent.actor[0].in_features, "action_space": describe(action_space),
-                "args": asdict(args), "stats": stats, "obs_rms": obs_rms, "return_rms": return_rms}, path + ".tmp")
-    os.replace(path + ".tmp", path)  # never leave a half-written checkpoint behind
+def defaults_from_checkpoint(argv: list[str]) -> Args:
+    """With --resume or --eval-checkpoint, the checkpoint's saved arguments become the defaults,
+    so a run goes on as it was started; flags given on the command line still override them."""
+    for i, word in enumerate(argv):
+        flag, _, value = word.partition("=")
+        if flag in ("--resume", "--eval-checkpoint"):
+            path = value or (argv[i + 1] if i + 1 < len(argv) else "")
+            try:
+                checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+                saved = checkpoint["args"] if checkpoint["algorithm"] == ALGORITHM else {}
+            except Exception:
+                return Args()  # a bad path or another script's checkpoint is reported, once parsed, by load_checkpoint
+            fields = Args.__dataclass_fields__
+            return Args(**{k: v for k, v in saved.items() if k in fields and k not in ("resume", "eval_checkpoint")})
+    return Args()
+
+
+# ------------------------------------------------------------------------------------- helpers
+def seed_everything(seed: int, deterministic: bool) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # needed by CUDA for determinism
+    torch.use_deterministic_algorithms(deterministic)
+    torch.backends.cudnn.deterministic = deterministic
+
+
+def make_run_dir(args: Args) -> str:
+    """runs/{env_id}__{exp_name}__{seed}__{unix time}, or a resumed checkpoint's own directory."""
+    if args.resume:
+        return os.path.dirname(os.path.abspath(args.resume))
+    safe_id = args.env_id.replace("/", "_").replace(":", "_")
+    run_dir = os.path.join(args.runs_dir, f"{safe_id}__{args.exp_name}__{args.seed}__{int(time.time())}")
+    os.makedirs(run_dir, exist_ok=True)
+    return run_dir
+
+
+def open_writer(args: Args, run_dir: str) -> SummaryWriter:
+    """Tensorboard's writer for the run, with the flags as text; wandb mirrors it with --track."""
+    if args.track:
+        import wandb
+        wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, sync_tensorboard=True,
+                   config=asdict(args), name=os.path.basename(run_dir), save_code=True)
+    writer = SummaryWriter(run_dir)
+    writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" +
+                    "\n".join(f"|{key}|{value}|" for key, value in asdict(args).items()))
+    return writer
+
+
+def explained_variance(predicted: torch.Tensor, target: torch.Tensor) -> float:
+    """1 - Var(target - predicted) / Var(target): 1 for a perfect critic, 0 for a constant."""
+    var_target = target.var()
+    return float("nan") if var_target == 0 else float(1 - (target - predicted).var() / var_target)
 
 
 def format_seconds(seconds: float) -> str:
     minutes, seconds = divmod(int(seconds), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{seconds:02d}s"
+
+
+def print_progress(step: int, total: int, recent_returns, sps: float) -> None:
+    recent = f"{np.mean(recent_returns):8.1f}" if recent_returns else "     n/a"
+    print(f"step {step:>9,} ({100 * min(step / total, 1):3.0f}%) | return {recent} (last {len(recent_returns)})"
+          f" | {sps:7,.0f} steps/s | ETA {format_seconds(max(total - step, 0) / max(sps, 1e-9))}", flush=True)
 
 
 class StopOnSigint:
@@ -618,196 +874,49 @@ class StopOnSigint:
         signal.signal(signal.SIGINT, self.previous)
 
 
-def seed_everything(seed: int, deterministic: bool) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    if deterministic:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # needed by CUDA for determinism
-    torch.use_deterministic_algorithms(deterministic)
-    torch.backends.cudnn.deterministic = deterministic
-
-
-# ------------------------------------------------------------------------------------ train
-def train(args: Args) -> dict:
-    """Train as `args` say; return the run summary (also written to summary.json)."""
-    env_id, obs_dim, action_space, threshold, device = check_setup(args)
-    checkpoint = load_checkpoint(args.resume, obs_dim, action_space, device) if args.resume else None
-    if checkpoint is None:  # running statistics of the normalising wrappers, shared by all envs
-        obs_rms = RunningMeanStd(shape=(obs_dim,)) if args.norm_obs else None
-        return_rms = RunningMeanStd(shape=()) if args.norm_reward else None
-    else:
-        obs_rms, return_rms = checkpoint["obs_rms"], checkpoint["return_rms"]
-        if (obs_rms is not None, return_rms is not None) != (args.norm_obs, args.norm_reward):
-            raise UsageError(f"checkpoint {args.resume} was trained with --norm-obs {obs_rms is not None} "
-                             f"and --norm-reward {return_rms is not None}; resume with the same")
-        if checkpoint["global_step"] >= args.total_timesteps:
-            raise UsageError(f"checkpoint {args.resume} is already at step {checkpoint['global_step']:,}; pass a "
-                             "larger --total-timesteps to train on")
-
-    # A resumed run goes on with fresh random numbers, not those its start drew.
-    seed_everything(args.seed + (checkpoint["global_step"] if checkpoint else 0), args.torch_deterministic)
-    if checkpoint is None:
-        safe_id = args.env_id.replace("/", "_").replace(":", "_")
-        run_dir = os.path.join(args.runs_dir, f"{safe_id}__{args.exp_name}__{args.seed}__{int(time.time())}")
-    else:  # a resumed run goes on in the directory of its checkpoint
-        run_dir = os.path.dirname(os.path.abspath(args.resume))
-    os.makedirs(run_dir, exist_ok=True)
-    if args.track:
+def write_summary(run: Run, eval_returns: list[float], checkpoint: Optional[str], train_seconds: float) -> dict:
+    """summary.json, what the benchmark and other tools read; the run's last line on the terminal."""
+    for i, episodic_return in enumerate(eval_returns):
+        run.writer.add_scalar("eval/episodic_return", episodic_return, i)
+    run.writer.close()
+    if run.args.track:
         import wandb
-        wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, sync_tensorboard=True,
-                   config=asdict(args), name=os.path.basename(run_dir), save_code=True)
-    writer = SummaryWriter(run_dir)
-    writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" +
-                    "\n".join(f"|{key}|{value}|" for key, value in asdict(args).items()))
-
-    agent = Agent(obs_dim, action_space).to(device)
-    optimizer = torch.optim.Adam(agent.critic.parameters(), lr=args.learning_rate, eps=1e-5)  # the critic's
-    global_step = 0
-    stats = {"recent_returns": [], "steps_to_threshold": None, "seconds_to_threshold": None,
-             "wall_seconds": 0.0, "largest_kl_after_step": 0.0, "rejected_steps": 0}
-    if checkpoint is not None:
-        agent.load_state_dict(checkpoint["agent"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        optimizer.param_groups[0]["lr"] = args.learning_rate  # the saved state brought the old one back
-        global_step, stats = checkpoint["global_step"], checkpoint["stats"]
-    recent_returns = collections.deque(stats["recent_returns"], maxlen=20)
-
-    envs = make_vec_env(args, env_id, obs_rms, return_rms, os.path.join(run_dir, "videos"))
-    next_obs, _ = envs.reset(seed=args.seed + global_step)  # sub-env i gets this seed + i
-    box = not agent.discrete
-    action_low, action_high = (envs.single_action_space.low, envs.single_action_space.high) if box else (None, None)
-    action_start = 0 if box else int(envs.single_action_space.start)  # Discrete(n, start): start .. start + n - 1
-    N, T = args.num_envs, args.num_steps
-    batch_size = N * T
-    num_iterations = math.ceil(args.total_timesteps / batch_size)
-    # Rollout storage, filled in numpy (cheap per-step writes), turned into tensors once per rollout.
-    obs_buf = np.zeros((T, N, obs_dim), dtype=np.float32)
-    next_obs_buf = np.zeros((T, N, obs_dim), dtype=np.float32)  # s_{t+1}, final obs at episode ends
-    actions_buf = (np.zeros((T, N, action_space.shape[0]), dtype=np.float32) if box  # as sampled, before clipping
-                   else np.zeros((T, N), dtype=np.int64))
-    rewards_buf = np.zeros((T, N), dtype=np.float32)
-    terminations_buf = np.zeros((T, N), dtype=np.float32)
-    truncations_buf = np.zeros((T, N), dtype=np.float32)
-
-    start_time = time.perf_counter()
-    start_step, last_print = global_step, start_time
-    previous_seconds = stats["wall_seconds"]
-    interrupted = failed = False
-    with StopOnSigint() as sigint:
-        print(f"TRPO on {args.env_id}: {num_iterations - global_step // batch_size:,} updates of {batch_size} "
-              f"steps on {device}; logging to {run_dir}", flush=True)
-        for iteration in range(global_step // batch_size, num_iterations):
-            # --- rollout: n steps of every env with the current policy ------------------------
-            for t in range(T):
-                obs_buf[t] = next_obs
-                with torch.inference_mode():
-                    action = agent.sample_action(torch.from_numpy(obs_buf[t]).to(device)).cpu().numpy()
-                next_obs, reward, terminated, truncated, info = envs.step(
-                    np.clip(action, action_low, action_high) if box else action + action_start)
-                actions_buf[t], rewards_buf[t] = action, reward
-                terminations_buf[t], truncations_buf[t] = terminated, truncated
-                next_obs_buf[t] = successor_obs(next_obs, info)
-                global_step += N
-                if "_episode" in info.get("final_info", {}):
-                    episode = info["final_info"]["episode"]
-                    for i in np.flatnonzero(info["final_info"]["_episode"]):
-                        recent_returns.append(float(episode["r"][i]))
-                        writer.add_scalar("charts/episodic_return", float(episode["r"][i]), global_step)
-                        writer.add_scalar("charts/episodic_length", int(episode["l"][i]), global_step)
-                    if (stats["steps_to_threshold"] is None and threshold is not None
-                            and len(recent_returns) == recent_returns.maxlen
-                            and np.mean(recent_returns) >= threshold):
-                        stats["steps_to_threshold"] = global_step
-                        stats["seconds_to_threshold"] = previous_seconds + time.perf_counter() - start_time
-
-            # --- the policy's trust-region step, then the critic's fit -------------------------
-            rollout = {name: torch.from_numpy(buf).to(device) for name, buf in (
-                ("obs", obs_buf), ("next_obs", next_obs_buf), ("actions", actions_buf), ("rewards", rewards_buf),
-                ("terminations", terminations_buf), ("truncations", truncations_buf))}
-            try:
-                losses = trpo_update(agent, optimizer, rollout, args)
-            except FloatingPointError as e:
-                print(f"{ALGORITHM}.py: error: training stopped at step {global_step}: {e}", file=sys.stderr)
-                failed = True
-                break
-            if losses["step_accepted"]:
-                stats["largest_kl_after_step"] = max(stats["largest_kl_after_step"], losses["kl_after_step"])
-            else:
-                stats["rejected_steps"] += 1
-
-            # --- logging -----------------------------------------------------------------------
-            elapsed = time.perf_counter() - start_time
-            sps = (global_step - start_step) / elapsed
-            writer.add_scalar("charts/learning_rate", optimizer.param_groups[0]["lr"], global_step)  # the critic's
-            writer.add_scalar("charts/SPS", sps, global_step)
-            for key, value in losses.items():
-                writer.add_scalar(f"losses/{key}", value, global_step)
-            now = time.perf_counter()
-            if now - last_print >= 5.0 or iteration == num_iterations - 1 or sigint.requested:
-                last_print = now
-                recent = f"{np.mean(recent_returns):8.1f}" if recent_returns else "     n/a"
-                eta = (num_iterations * batch_size - global_step) / max(sps, 1e-9)
-                print(f"step {global_step:>9,} ({100 * global_step / (num_iterations * batch_size):3.0f}%)"
-                      f" | return {recent} (last {len(recent_returns)}) | {sps:7,.0f} steps/s"
-                      f" | ETA {format_seconds(eta)}", flush=True)
-            if sigint.requested and iteration < num_iterations - 1:
-                interrupted = True
-                break
-    envs.close()
-
-    train_seconds = time.perf_counter() - start_time
-    wall_seconds = previous_seconds + train_seconds
-    stats.update(recent_returns=list(recent_returns), wall_seconds=wall_seconds)
-    checkpoint_path = os.path.join(run_dir, f"{args.exp_name}.pt")
-    weights_finite = (all(torch.isfinite(p).all() for p in agent.parameters())
-                      and all(np.isfinite(rms.var).all() for rms in (obs_rms, return_rms) if rms is not None))
-    if args.save_model and weights_finite:  # a checkpoint on disk is never replaced by broken weights
-        save_checkpoint(checkpoint_path, agent, optimizer, global_step, args, stats, obs_rms, return_rms,
-                        action_space)
-    eval_returns = []
-    if not (interrupted or failed):
-        eval_returns = evaluate(agent, env_id, obs_rms, args.eval_episodes, args.seed + 10_000, device)
-        for i, episodic_return in enumerate(eval_returns):
-            writer.add_scalar("eval/episodic_return", episodic_return, i)
-    writer.close()
-    if args.track:
         wandb.finish()
-
+    recent = run.recent_returns
     summary = {
-        "algorithm": ALGORITHM, "env_id": args.env_id, "seed": args.seed, "global_step": global_step,
-        "wall_seconds": wall_seconds, "sps": (global_step - start_step) / train_seconds,
-        "final_return": float(np.mean(recent_returns)) if recent_returns else None,
+        "algorithm": ALGORITHM, "env_id": run.args.env_id, "seed": run.args.seed, "global_step": run.global_step,
+        "wall_seconds": run.stats["wall_seconds"], "sps": (run.global_step - run.start_step) / train_seconds,
+        "final_return": float(np.mean(recent)) if recent else None,
         "eval_return": float(np.mean(eval_returns)) if eval_returns else None,
         "eval_return_std": float(np.std(eval_returns)) if eval_returns else None,
-        "reward_threshold": threshold, "steps_to_threshold": stats["steps_to_threshold"],
-        "seconds_to_threshold": stats["seconds_to_threshold"],
-        "largest_kl_after_step": stats["largest_kl_after_step"], "rejected_steps": stats["rejected_steps"],
-        "interrupted": interrupted, "failed": failed,
-        "checkpoint": checkpoint_path if args.save_model and weights_finite else None, "run_dir": run_dir,
-        "args": asdict(args),
+        "reward_threshold": run.threshold, "steps_to_threshold": run.stats["steps_to_threshold"],
+        "seconds_to_threshold": run.stats["seconds_to_threshold"],
+        "interrupted": run.interrupted, "failed": run.failed, "checkpoint": checkpoint, "run_dir": run.run_dir,
+        "args": asdict(run.args),
     }
-    with open(os.path.join(run_dir, "summary.json"), "w") as f:
+    with open(os.path.join(run.run_dir, "summary.json"), "w") as f:
         json.dump(summary, f, indent=2)
-    if interrupted:
-        resume_hint = f"; continue with --resume {checkpoint_path}" if args.save_model else ""
-        print(f"interrupted at step {global_step:,}{resume_hint}", flush=True)
-    elif not failed:
-        final = f"{summary['final_return']:.1f}" if recent_returns else "no episode finished"
+    if run.interrupted:
+        resume_hint = f"; continue with --resume {checkpoint}" if checkpoint else ""
+        print(f"interrupted at step {run.global_step:,}{resume_hint}", flush=True)
+    elif not run.failed:
+        final = f"{summary['final_return']:.1f}" if recent else "no episode finished"
         print(f"eval: mean return {summary['eval_return']:.1f} ± {summary['eval_return_std']:.1f} over "
-              f"{len(eval_returns)} greedy (mean-action) episodes (training: {final}, "
-              f"{wall_seconds:.1f}s, {summary['sps']:,.0f} steps/s)", flush=True)
+              f"{len(eval_returns)} {GREEDY} episodes (training: {final}, {summary['wall_seconds']:.1f}s, "
+              f"{summary['sps']:,.0f} steps/s)", flush=True)
     return summary
 
 
-# --------------------------------------------------------------------------------- evaluate
+# ------------------------------------------------------------------------------------ evaluation
+GREEDY = "greedy (mean-action)"  # how evaluation acts, in messages: argmax, or the Gaussian's mean
+
+
 def evaluate(agent: Agent, env_id: str, obs_rms: Optional[RunningMeanStd], episodes: int, seed: int,
              device: torch.device, video_dir: Optional[str] = None) -> list[float]:
     """Raw returns of `episodes` episodes with the greedy action (the mean, for a Gaussian),
     observations normalised by the frozen obs_rms."""
-    env = make_env(env_id, obs_rms, update_stats=False, capture_video=video_dir is not None,
-                   video_dir=video_dir or "")()
-    box = isinstance(env.action_space, gym.spaces.Box)
+    env = make_env(env_id, obs_rms, update_stats=False, video_dir=video_dir)()
+    space = env.action_space
     returns = []
     obs, _ = env.reset(seed=seed)
     for _ in range(episodes):
@@ -816,8 +925,8 @@ def evaluate(agent: Agent, env_id: str, obs_rms: Optional[RunningMeanStd], episo
             with torch.inference_mode():
                 obs_tensor = torch.as_tensor(np.asarray(obs, dtype=np.float32), device=device)
                 action = agent.greedy_action(obs_tensor).cpu().numpy()
-            action = (np.clip(action, env.action_space.low, env.action_space.high) if box
-                      else int(action) + int(env.action_space.start))
+            action = (np.clip(action, space.low, space.high) if isinstance(space, gym.spaces.Box)
+                      else int(action) + int(space.start))
             obs, reward, terminated, truncated, _ = env.step(action)
             episodic_return += float(reward)
             done = terminated or truncated
@@ -829,7 +938,10 @@ def evaluate(agent: Agent, env_id: str, obs_rms: Optional[RunningMeanStd], episo
 
 def evaluate_checkpoint(args: Args) -> list[float]:
     """--eval-checkpoint: load the policy and normalisation saved at that path and run greedy episodes."""
-    env_id, obs_dim, action_space, _, device = check_setup(args)
+    validate_args(args, FLAG_RULES)
+    env_id, obs_dim, action_space, _ = check_env(args.env_id)
+    torch.set_num_threads(args.torch_threads)
+    device = torch.device("cuda" if args.cuda and torch.cuda.is_available() else "cpu")
     checkpoint = load_checkpoint(args.eval_checkpoint, obs_dim, action_space, device)
     agent = Agent(obs_dim, action_space).to(device)
     agent.load_state_dict(checkpoint["agent"])
@@ -837,27 +949,9 @@ def evaluate_checkpoint(args: Args) -> list[float]:
                  if args.capture_video else None)
     returns = evaluate(agent, env_id, checkpoint["obs_rms"], args.eval_episodes, args.seed + 10_000, device,
                        video_dir)
-    print(f"eval: mean return {np.mean(returns):.1f} ± {np.std(returns):.1f} over {len(returns)} "
-          f"greedy (mean-action) episodes of {args.env_id} (checkpoint at step {checkpoint['global_step']:,})",
-          flush=True)
+    print(f"eval: mean return {np.mean(returns):.1f} ± {np.std(returns):.1f} over {len(returns)} {GREEDY} "
+          f"episodes of {args.env_id} (checkpoint at step {checkpoint['global_step']:,})", flush=True)
     return returns
-
-
-def defaults_from_checkpoint(argv: list[str]) -> Args:
-    """With --resume or --eval-checkpoint, the checkpoint's saved arguments become the defaults,
-    so a run goes on as it was started; flags given on the command line still override them."""
-    for i, word in enumerate(argv):
-        flag, _, value = word.partition("=")
-        if flag in ("--resume", "--eval-checkpoint"):
-            path = value or (argv[i + 1] if i + 1 < len(argv) else "")
-            try:
-                checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-                saved = checkpoint["args"] if checkpoint["algorithm"] == ALGORITHM else {}
-            except Exception:
-                return Args()  # a bad path or another script's checkpoint is reported, once parsed, by load_checkpoint
-            fields = Args.__dataclass_fields__
-            return Args(**{k: v for k, v in saved.items() if k in fields and k not in ("resume", "eval_checkpoint")})
-    return Args()
 
 
 if __name__ == "__main__":

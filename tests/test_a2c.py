@@ -25,7 +25,7 @@ CPU = torch.device("cpu")
 
 # ------------------------------------------------------------------------- successor state
 def test_the_successor_of_a_truncated_step_is_the_final_observation_not_the_reset_one():
-    envs = a2c.make_vec_env(a2c.Args(num_envs=2), a2c.resolve_env_id("user_envs:Counter-v0"), None, None, "")
+    envs = a2c.make_vec_env(a2c.resolve_env_id("user_envs:Counter-v0"), 2, None, None, 0.99)
     envs.reset(seed=0)
     for t in range(1, 6):
         next_obs, _, terminated, truncated, info = envs.step(np.zeros(2, dtype=np.int64))
@@ -66,7 +66,7 @@ def test_a_step_with_exact_advantages_moves_probability_to_the_better_arm(optimi
     exact_critic(agent, 0.5)
     probability = lambda: torch.softmax(agent.actor(torch.ones(1)), -1)[0].item()
     before = probability()
-    losses = a2c.a2c_update(agent, a2c.make_optimizer(agent, args), bandit_rollout([1.0, 0.0]), args)
+    losses = a2c.a2c_update(agent, a2c.make_optimizer(agent, args), a2c.make_batch(agent, bandit_rollout([1.0, 0.0]), args), args)
     assert probability() > before + 1e-3
     # ½ E[(0.5 - R̂)²] with R̂ = r ∈ {0, 1}: the targets come from the advantages before normalising
     assert losses["value_loss"] == pytest.approx(0.125)
@@ -90,7 +90,7 @@ def test_the_entropy_term_alone_raises_the_entropy(action_space):
         rollout["actions"] = torch.zeros(1, 2, 2)
     entropy = lambda: agent.logprob_entropy(torch.ones(1, 1), rollout["actions"][0, :1])[1].item()
     before = entropy()
-    losses = a2c.a2c_update(agent, a2c.make_optimizer(agent, args), rollout, args)
+    losses = a2c.a2c_update(agent, a2c.make_optimizer(agent, args), a2c.make_batch(agent, rollout, args), args)
     assert losses["policy_loss"] == 0.0
     assert entropy() > before + 1e-4
 

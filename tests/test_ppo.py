@@ -6,7 +6,9 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import asdict
 
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch
@@ -17,7 +19,7 @@ from conftest import ROOT, check_help, check_usage_error, learning_seeds, read_s
 
 # ------------------------------------------------------------------------- successor state
 def test_the_successor_of_a_truncated_step_is_the_final_observation_not_the_reset_one():
-    envs = ppo.make_vec_env(ppo.resolve_env_id("user_envs:Counter-v0"), 2, False, "")
+    envs = ppo.make_vec_env(ppo.resolve_env_id("user_envs:Counter-v0"), 2)
     envs.reset(seed=0)
     for t in range(1, 6):
         next_obs, _, terminated, truncated, info = envs.step(np.zeros(2, dtype=np.int64))
@@ -184,8 +186,11 @@ def test_checkpoint_acts_like_the_model_that_saved_it(tmp_path):
     agent = ppo.Agent(4, 2)
     optimizer = torch.optim.Adam(agent.parameters())
     path = str(tmp_path / "ppo.pt")
-    ppo.save_checkpoint(path, agent, optimizer, 123, ppo.Args(), {})
-    checkpoint = ppo.load_checkpoint(path, 4, 2, torch.device("cpu"))
+    space = gym.spaces.Discrete(2)
+    ppo.save_checkpoint(path, {"algorithm": "ppo", "obs_dim": 4, "action_space": ppo.describe(space),
+                               "agent": agent.state_dict(), "optimizer": optimizer.state_dict(), "global_step": 123,
+                               "stats": {}, "args": asdict(ppo.Args())})
+    checkpoint = ppo.load_checkpoint(path, 4, space, torch.device("cpu"))
     restored = ppo.Agent(4, 2)
     restored.load_state_dict(checkpoint["agent"])
     obs = torch.randn(1000, 4)

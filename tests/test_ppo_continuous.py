@@ -11,7 +11,9 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import asdict
 
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch
@@ -29,7 +31,7 @@ IDENTITY = dict(env_id="user_envs:ContinuousIdentityRegistered-v0", num_envs=4, 
 @pytest.mark.parametrize("normalise", [False, True])
 def test_the_successor_of_a_truncated_step_is_the_final_observation_not_the_reset_one(normalise):
     obs_rms = RunningMeanStd(shape=(1,)) if normalise else None
-    envs = pc.make_vec_env(pc.resolve_env_id("user_envs:ContinuousCounter-v0"), 2, obs_rms, None, 0.99, False, "")
+    envs = pc.make_vec_env(pc.resolve_env_id("user_envs:ContinuousCounter-v0"), 2, obs_rms, None, 0.99)
     envs.reset(seed=0)
     for t in range(1, 6):
         next_obs, _, terminated, truncated, info = envs.step(np.zeros((2, 1), dtype=np.float32))
@@ -47,12 +49,12 @@ def test_logprob_and_entropy_are_the_normal_ones_summed_over_dimensions():
     torch.manual_seed(0)
     agent = pc.Agent(3, 2)
     with torch.no_grad():
-        agent.actor_logstd.copy_(torch.tensor([-0.5, 0.3]))
+        agent.log_std.copy_(torch.tensor([-0.5, 0.3]))
     obs = torch.randn(5, 3)
     # Two of these lie far outside any [-1, 1] bounds: their log-density is still the Gaussian's.
     actions = torch.tensor([[0.1, -0.2], [3.0, 0.0], [-4.5, 2.5], [0.0, 0.0], [1.0, -1.0]])
     logprob, entropy = agent.logprob_entropy(obs, actions)
-    normal = torch.distributions.Normal(agent.actor_mean(obs), agent.actor_logstd.exp())
+    normal = torch.distributions.Normal(agent.actor(obs), agent.log_std.exp())
     assert torch.allclose(logprob, normal.log_prob(actions).sum(-1), atol=1e-5)
     assert torch.allclose(entropy, normal.entropy().sum(-1), atol=1e-6)
     clipped_logprob, _ = agent.logprob_entropy(obs, actions.clamp(-1, 1))
@@ -62,7 +64,7 @@ def test_logprob_and_entropy_are_the_normal_ones_summed_over_dimensions():
 def test_the_rollout_stores_the_sampled_action_and_the_env_gets_it_clipped(monkeypatch, runs_dir):
     captured = {}
 
-    def capture_update(agent, optimizer, batch, args, world_size):
+    def capture_update(agent, optimizer, batch, args, average_):
         captured.setdefault("batch", {key: value.clone() for key, value in batch.items()})
         captured.setdefault("agent", copy.deepcopy(agent))
         raise FloatingPointError("stop after the first rollout")
@@ -88,13 +90,23 @@ def test_checkpoint_round_trip_restores_the_statistics_exactly(tmp_path):
     return_rms.update(np.random.default_rng(1).normal(0.0, 7.0, 100))
     agent = pc.Agent(3, 2)
     path = str(tmp_path / "ppo_continuous.pt")
-    pc.save_checkpoint(path, agent, torch.optim.Adam(agent.parameters()), 1, pc.Args(), {}, obs_rms, return_rms)
-    checkpoint = pc.load_checkpoint(path, 3, 2, torch.device("cpu"))
+    space = gym.spaces.Box(-1.0, 1.0, (2,))
+
+    optimizer = torch.optim.Adam(agent.parameters())
+
+    def save(obs_rms, return_rms):
+        pc.save_checkpoint(path, {"algorithm": "ppo_continuous", "obs_dim": 3, "action_space": pc.describe(space),
+                                  "agent": agent.state_dict(), "optimizer": optimizer.state_dict(),
+                                  "obs_rms": obs_rms, "return_rms": return_rms, "global_step": 1, "stats": {},
+                                  "args": asdict(pc.Args())})
+
+    save(obs_rms, return_rms)
+    checkpoint = pc.load_checkpoint(path, 3, space, torch.device("cpu"))
     for restored, rms in ((checkpoint["obs_rms"], obs_rms), (checkpoint["return_rms"], return_rms)):
         assert np.array_equal(restored.mean, rms.mean) and np.array_equal(restored.var, rms.var)
         assert restored.count == rms.count
-    pc.save_checkpoint(path, agent, torch.optim.Adam(agent.parameters()), 1, pc.Args(), {}, None, None)
-    assert pc.load_checkpoint(path, 3, 2, torch.device("cpu"))["obs_rms"] is None
+    save(None, None)
+    assert pc.load_checkpoint(path, 3, space, torch.device("cpu"))["obs_rms"] is None
 
 
 def test_evaluation_uses_the_statistics_and_does_not_update_them():
@@ -103,12 +115,12 @@ def test_evaluation_uses_the_statistics_and_does_not_update_them():
     obs_rms = RunningMeanStd(shape=(3,))
     obs_rms.update(np.random.default_rng(0).normal(0.0, 0.5, (50, 3)))
     before = copy.deepcopy(obs_rms)
-    returns = pc.evaluate(agent, "Pendulum-v1", obs_rms, 2, seed=0, device=torch.device("cpu"))
+    returns = pc.evaluate(agent, "Pendulum-v1", 2, seed=0, device=torch.device("cpu"), obs_rms=obs_rms)
     assert np.array_equal(before.mean, obs_rms.mean) and np.array_equal(before.var, obs_rms.var)
     assert before.count == obs_rms.count
     shifted = copy.deepcopy(obs_rms)
     shifted.mean = shifted.mean + 1.0
-    assert pc.evaluate(agent, "Pendulum-v1", shifted, 2, seed=0, device=torch.device("cpu")) != returns
+    assert pc.evaluate(agent, "Pendulum-v1", 2, seed=0, device=torch.device("cpu"), obs_rms=shifted) != returns
 
 
 def test_eval_checkpoint_reproduces_the_in_memory_evaluation(runs_dir, tmp_path):

@@ -41,6 +41,10 @@ def concatenated(episodes: list[dict], key: str) -> torch.Tensor:
     return torch.from_numpy(np.concatenate([episode[key] for episode in episodes]))
 
 
+def ignore(*episode) -> None:
+    """An episode_ended callback for the tests that do not look at what the rollout reports."""
+
+
 # ------------------------------------------------------------------------------ returns, weights
 def test_rewards_to_go_by_hand():
     rewards = np.array([1.0, 2.0, 3.0])
@@ -104,7 +108,7 @@ def gradient_samples(seed):
     envs = vector_env(TwoStepChain, seed=seed)
     samples = {"whole return": [], "reward-to-go": [], "zero baseline": [], "V baseline": []}
     for _ in range(1000):
-        episodes = rf.collect_batch(envs, policy, 20, CPU)["episodes"]
+        episodes = rf.collect_batch(envs, policy, 20, CPU, ignore)
         obs, actions = concatenated(episodes, "obs"), concatenated(episodes, "actions")
         state_values = values[obs.argmax(-1)].numpy()
         weights = {
@@ -176,13 +180,15 @@ def test_the_regression_steps_fit_the_baseline_to_the_returns(seed, record_learn
     baseline = rb.mlp(3, 1, out_std=1.0)
     optimizer = torch.optim.Adam(policy.parameters(), lr=1e-8)  # the policy all but stands still
     baseline_optimizer = torch.optim.Adam(baseline.parameters(), lr=1e-2)
-    batch = rb.collect_batch(vector_env(TwoStepChain, seed=seed), policy, 4000, CPU)
+    episodes = rb.collect_batch(vector_env(TwoStepChain, seed=seed), policy, 4000, CPU, ignore)
     args = rb.Args(gamma=1.0, vf_iters=300)
-    losses = rb.reinforce_update(policy, baseline, optimizer, baseline_optimizer, batch, args, CPU)
+    batch = rb.make_batch(baseline, episodes, args, CPU)
+    rb.reinforce_update(policy, baseline, optimizer, baseline_optimizer, batch, args)
     fitted = baseline(torch.eye(3)).squeeze(-1).detach()
-    record_learning(seed, largest_error=(fitted - values).abs().max(), explained_variance=losses["explained_variance"])
+    explained_variance = rb.explained_variance(batch["values"], batch["returns"])  # as Run.log logs it
+    record_learning(seed, largest_error=(fitted - values).abs().max(), explained_variance=explained_variance)
     assert torch.allclose(fitted, values, atol=0.15), (fitted, values)
-    assert losses["explained_variance"] < 0.5  # measured with V_φ before the fit: a fresh network knows nothing
+    assert explained_variance < 0.5  # measured with V_φ before the fit: a fresh network knows nothing
 
 
 @pytest.mark.parametrize("env_id, ending", [("user_envs:Counter-v0", "truncated"), ("user_envs:Identity", "terminated")])
@@ -201,14 +207,15 @@ def test_the_update_bootstraps_truncated_episodes_only(monkeypatch, env_id, endi
         baseline[-1].weight.zero_()
         baseline[-1].bias.fill_(7.0)
     envs = vector_env(lambda: gym.make(rb.resolve_env_id(env_id)), num_envs=2)
-    batch = rb.collect_batch(envs, policy, 30, CPU)
-    assert all(episode["terminated"] == (ending == "terminated") for episode in batch["episodes"])
+    episodes = rb.collect_batch(envs, policy, 30, CPU, ignore)
+    assert all(episode["terminated"] == (ending == "terminated") for episode in episodes)
     rb.reinforce_update(policy, baseline, torch.optim.Adam(policy.parameters()),
-                        torch.optim.Adam(baseline.parameters()), batch, rb.Args(), CPU)
+                        torch.optim.Adam(baseline.parameters()), rb.make_batch(baseline, episodes, rb.Args(), CPU),
+                        rb.Args())
     expected = 7.0 if ending == "truncated" else 0.0
-    assert recorded["last_values"] == [pytest.approx(expected)] * len(batch["episodes"])
+    assert recorded["last_values"] == [pytest.approx(expected)] * len(episodes)
     if ending == "truncated":  # the final observation, not the next episode's first
-        assert all(episode["final_obs"][0] == 5 for episode in batch["episodes"])
+        assert all(episode["final_obs"][0] == 5 for episode in episodes)
 
 
 # ---------------------------------------------------------------------------- batches, policy
@@ -217,8 +224,13 @@ def test_a_batch_is_complete_episodes_none_started_after_it_was_full(module):
     torch.manual_seed(0)
     num_envs, batch_steps = 4, 300
     policy = module.Policy(4, gym.spaces.Discrete(2))
-    batch = module.collect_batch(vector_env(lambda: gym.make("CartPole-v1"), num_envs), policy, batch_steps, CPU)
-    episodes = sorted(batch["episodes"], key=lambda episode: episode["end_step"])
+    envs = vector_env(lambda: gym.make("CartPole-v1"), num_envs)
+    step, taken, reported = envs.step, [], []
+    envs.step = lambda action: (taken.append(len(action)), step(action))[1]  # counts the env steps
+    episodes = module.collect_batch(envs, policy, batch_steps, CPU, lambda *episode: reported.append(episode))
+    assert [(episode["end_step"], float(episode["rewards"].sum()), len(episode["rewards"])) for episode in episodes] \
+        == [(steps, episodic_return, length) for steps, _, episodic_return, length in reported]
+    episodes = sorted(episodes, key=lambda episode: episode["end_step"])
     lengths = np.array([len(episode["rewards"]) for episode in episodes])
     assert lengths.sum() >= batch_steps
     full_at = np.flatnonzero(np.cumsum(lengths) >= batch_steps)[0]  # the episode that filled the batch
@@ -226,7 +238,9 @@ def test_a_batch_is_complete_episodes_none_started_after_it_was_full(module):
     for episode, length in zip(episodes, lengths):
         assert len(episode["obs"]) == len(episode["actions"]) == length
         assert episode["end_step"] // num_envs - length < full_iteration  # it began before the batch was full
-    assert batch["env_steps"] == episodes[-1]["end_step"]  # dropped steps count as env steps too
+    # Dropped steps count as env steps too: the batch ends with the step that ends its last episode,
+    # and Run counts the batch's env steps by it.
+    assert sum(taken) == episodes[-1]["end_step"]
 
 
 @BOTH
@@ -260,8 +274,8 @@ def test_the_batch_stores_the_sampled_action_and_the_env_gets_it_clipped(module)
     torch.manual_seed(0)
     policy = module.Policy(2, gym.spaces.Box(-1.0, 1.0, (2,)))
     envs = vector_env(ContinuousIdentity)
-    batch = module.collect_batch(envs, policy, 100, CPU)
-    stored = np.concatenate([episode["actions"] for episode in batch["episodes"]])
+    episodes = module.collect_batch(envs, policy, 100, CPU, ignore)
+    stored = np.concatenate([episode["actions"] for episode in episodes])
     received = np.array(envs.envs[0].unwrapped.received)
     assert (np.abs(stored) > 1).any()  # σ = 1 at the start: many samples leave the bounds
     np.testing.assert_array_equal(received, np.clip(stored, -1, 1))
@@ -385,6 +399,16 @@ def test_non_finite_rewards_stop_training_without_a_checkpoint(module, tmp_path)
     (run_dir,) = os.listdir(tmp_path / "runs")
     summary = json.load(open(tmp_path / "runs" / run_dir / "summary.json"))
     assert summary["failed"] and summary["global_step"] < 20000
+
+
+@BOTH
+def test_actions_numbered_from_a_start_other_than_zero(module, runs_dir):
+    """ShiftedActions raises on an action outside 1 .. 4: the env gets the policy's index shifted by
+    the space's start, in the batches and in evaluation, and the checkpoint records the start."""
+    summary = module.train(module.Args(env_id="user_envs:ShiftedActions", total_timesteps=400, batch_steps=200,
+                                       runs_dir=runs_dir, eval_episodes=2))
+    assert torch.load(summary["checkpoint"], weights_only=False)["action_space"] == "Discrete(4, start=1)"
+    assert summary["eval_return"] is not None
 
 
 @BOTH

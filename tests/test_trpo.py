@@ -177,7 +177,7 @@ def test_without_line_search_the_step_is_the_full_natural_gradient_step(kind):
     old = old.detach() if agent.discrete else tuple(x.detach() for x in old)
     product = trpo.fisher_vector_product(agent, obs, old, damping=0.1)
     old_logprobs = agent.logprob_entropy(obs, actions)[0].detach()
-    g = trpo.flat_grad(trpo.surrogate(agent, obs, actions, advantages, old_logprobs), params)
+    g = trpo.flat_grad(trpo.surrogate(agent.logprob_entropy(obs, actions)[0], old_logprobs, advantages), params)
     args = trpo.Args(line_search=False, max_kl=0.02, cg_iters=len(theta_old), cg_damping=0.1)
     diagnostics = trpo.trpo_step(agent, obs, actions, advantages, args)
     step = torch.nn.utils.parameters_to_vector(params).detach() - theta_old
@@ -276,11 +276,13 @@ def test_the_update_fits_the_critic_and_leaves_it_out_of_the_policy_step(seed, r
     probability = lambda: torch.softmax(agent.actor(torch.ones(1)), -1)[0].item()
     before = probability()
     optimizer = torch.optim.Adam(agent.critic.parameters(), lr=1e-2)
-    first = trpo.trpo_update(agent, optimizer, rollout, trpo.Args(critic_epochs=50, num_minibatches=4))
+    args = trpo.Args(critic_epochs=50, num_minibatches=4)
+    first = trpo.trpo_update(agent, optimizer, trpo.make_batch(agent, rollout, args), args)
     assert first["step_accepted"] == 1.0 and probability() > before  # arm 0 pays 1, arm 1 pays 0
     assert not all(torch.equal(a, b) for a, b in zip(critic_before, agent.critic.parameters()))
     assert first["value_loss"] == pytest.approx(0.25)  # ½ E[(0 - R̂)²] with R̂ = r ∈ {0, 1}: before the fit
-    second = trpo.trpo_update(agent, optimizer, rollout, trpo.Args(critic_epochs=1))
+    args = trpo.Args(critic_epochs=1)
+    second = trpo.trpo_update(agent, optimizer, trpo.make_batch(agent, rollout, args), args)
     record_learning(seed, value_after_fit=agent.value(torch.ones(1)).item(), second_value_loss=second["value_loss"])
     # After the fit V(s) is near the mean return 0.5, where the loss is 0.125, its least.
     assert second["value_loss"] < 0.15, second["value_loss"]
@@ -294,7 +296,8 @@ def test_a_rollout_of_one_transition_leaves_the_policy_alone_and_fits_the_critic
                "rewards": torch.tensor([[2.0]]), "terminations": torch.ones(1, 1), "truncations": torch.zeros(1, 1)}
     policy_before = [p.clone() for p in agent.policy_parameters()]
     optimizer = torch.optim.Adam(agent.critic.parameters(), lr=1e-2)
-    diagnostics = trpo.trpo_update(agent, optimizer, rollout, trpo.Args(num_minibatches=1))
+    args = trpo.Args(num_minibatches=1)
+    diagnostics = trpo.trpo_update(agent, optimizer, trpo.make_batch(agent, rollout, args), args)
     assert diagnostics["step_accepted"] == 0.0 and diagnostics["line_search_steps"] == 0
     assert all(torch.equal(a, b) for a, b in zip(policy_before, agent.policy_parameters()))
     assert abs(agent.value(torch.ones(1)).item() - 2.0) < abs(diagnostics["value_loss"] * 2) ** 0.5  # V moved toward 2

@@ -8,6 +8,7 @@ to OUT. Averaged over the ranks, the gradient is that of one process on the whol
 parameters must match one process's step on all 64 samples.
 """
 
+import functools
 import gc
 import os
 import sys
@@ -23,7 +24,8 @@ def one_step(agent: ppo.Agent, batch: dict, world_size: int) -> None:
     """One SGD step on the batch: one epoch, one minibatch, no clipping of the gradient's norm, no
     advantage normalisation (which would use each rank's share alone)."""
     args = ppo.Args(num_minibatches=1, update_epochs=1, norm_adv=False, max_grad_norm=1e9, ent_coef=0.01)
-    ppo.ppo_update(agent, torch.optim.SGD(agent.parameters(), lr=0.1), batch, args, world_size)
+    average_ = functools.partial(ppo.average_over_ranks_, world_size=world_size) if world_size > 1 else None
+    ppo.ppo_update(agent, torch.optim.SGD(agent.parameters(), lr=0.1), batch, args, average_)
 
 
 def agent_and_rollout() -> tuple[ppo.Agent, dict]:
