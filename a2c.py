@@ -1,13 +1,13 @@
 """Advantage actor-critic (A2C): the policy gradient weighted by bootstrapped advantage estimates.
 
 The idea this file adds to reinforce_baseline.py: let the critic bootstrap. The policy gradient
-theorem (see reinforce_baseline.py) weighs ∇log π_θ(a_t|s_t) by the advantage A(s_t, a_t) =
-Q(s_t, a_t) - V(s_t). REINFORCE estimates it by G_t - V_φ(s_t): it waits for the episode's end,
+theorem (see reinforce_baseline.py) weighs ∇log π_θ(a_t|s_t) by the advantage A^π(s_t, a_t) =
+Q^π(s_t, a_t) - V^π(s_t). REINFORCE estimates it by G_t - V_φ(s_t): it waits for the episode's end,
 and G_t carries the noise of every later reward. Here a few rewards and the critic's V_φ for the
 rest make the estimate, so an update needs only a short rollout.
 
-The TD error estimates the advantage: with V_φ = V^π, E[r_t + γV(s_{t+1}) | s_t, a_t] = Q(s_t, a_t),
-so the mean of
+The TD error estimates the advantage: E[r_t + γV^π(s_{t+1}) | s_t, a_t] = Q^π(s_t, a_t), so with
+V_φ = V^π the mean of
 
     δ_t = r_t + γ (1 - term_t) V_φ(s_{t+1}) - V_φ(s_t)                     TD error
 
@@ -28,7 +28,7 @@ at an episode's end, done_t = term_t or trunc_t. s_{t+1} is the true successor s
 episode's end the vector env has already reset, and s_{t+1} is the final observation it reports.
 A time-limit truncation is bootstrapped from V_φ(s_{t+1}); only a termination cuts the return.
 
-One gradient step per rollout of N envs x n steps, on
+One gradient step per rollout of N envs x T steps, on
 
     L(θ, φ) = -Ê_t[ log π_θ(a_t|s_t) Â_t ]          policy gradient, Â_t held constant
               + c_v · ½ Ê_t[ (V_φ(s_t) - R̂_t)² ]      critic regression on R̂_t = Â_t + V_φ(s_t)
@@ -198,8 +198,8 @@ class Agent(nn.Module):
     def logprob_entropy(self, obs: torch.Tensor, actions: torch.Tensor):
         """log π_θ(a|s) of the given actions and the entropy H(π_θ(·|s)), per state."""
         if not self.discrete:  # Σ_i log N(a_i; μ_θ(s)_i, σ_i²), and the Gaussian's entropy
-            z = (actions - self.actor(obs)) / self.log_std.exp()
-            logprob = (-0.5 * z ** 2 - self.log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
+            u = (actions - self.actor(obs)) / self.log_std.exp()
+            logprob = (-0.5 * u ** 2 - self.log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
             entropy = (0.5 + 0.5 * math.log(2 * math.pi) + self.log_std).sum(-1)
             return logprob, entropy.expand(obs.shape[:-1])
         log_probs = torch.log_softmax(self.actor(obs), dim=-1)  # z_a - log Σ_b exp z_b
@@ -212,7 +212,7 @@ class Agent(nn.Module):
         out = self.actor(obs)
         if not self.discrete:
             return out + self.log_std.exp() * torch.randn_like(out)
-        # Gumbel-max: argmax_a (z_a - log E_a), E_a ~ Exp(1), is a ~ softmax(z)
+        # Gumbel-max: argmax_a (z_a - log e_a), e_a ~ Exp(1), is a ~ softmax(z)
         return (out - torch.empty_like(out).exponential_().log()).argmax(-1)
 
     def greedy_action(self, obs: torch.Tensor) -> torch.Tensor:
@@ -223,7 +223,7 @@ class Agent(nn.Module):
 
 # ----------------------------------------------------------------------------------- the update
 def make_optimizer(agent: Agent, args: Hyperparameters) -> torch.optim.Optimizer:
-    """RMSprop or Adam, eps 1e-5 as since OpenAI Baselines (outside RMSprop's square root)."""
+    """RMSprop or Adam, eps 1e-5 as OpenAI Baselines had it (torch adds it outside the root)."""
     if args.optimizer == "adam":
         return torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5)
     return torch.optim.RMSprop(agent.parameters(), lr=args.learning_rate, alpha=0.99, eps=1e-5)
@@ -289,8 +289,7 @@ def make_env(env_id: str, obs_rms: Optional[RunningMeanStd] = None, return_rms=N
 
 def make_vec_env(env_id: str, num_envs: int, obs_rms, return_rms, gamma: float,
                  video_dir: Optional[str] = None) -> gym.vector.VectorEnv:
-    """num_envs copies in one process, autoreset in the same step (so final_obs is at hand); the
-    first records videos to video_dir, if given."""
+    """num_envs copies, autoreset in the same step (final_obs at hand); the first one films."""
     thunks = [make_env(env_id, obs_rms, return_rms, gamma, video_dir=video_dir if i == 0 else None)
               for i in range(num_envs)]
     return gym.vector.SyncVectorEnv(thunks, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
@@ -309,9 +308,8 @@ def successor_obs(next_obs: np.ndarray, info: dict) -> np.ndarray:
 
 def collect_rollout(envs: gym.vector.VectorEnv, agent: Agent, obs: np.ndarray, num_steps: int,
                     device: torch.device, episode_ended) -> tuple[dict, np.ndarray]:
-    """num_steps steps of every env with actions drawn from π_θ, from observations obs. Returns
-    the rollout as tensors of shape (T, N, ...) and the observations to go on from. Each episode
-    that ends is reported as episode_ended(env steps into the rollout, env, return, length)."""
+    """num_steps steps of every env by π_θ from obs: the rollout, tensors (T, N, ...), and the obs
+    to go on from. episode_ended(steps into the rollout, env, return, length) hears of each end."""
     T, N, space = num_steps, envs.num_envs, envs.single_action_space
     box = isinstance(space, gym.spaces.Box)
     rollout = {"obs": np.zeros((T, N, obs.shape[-1]), dtype=np.float32),
@@ -750,8 +748,10 @@ class StopOnSigint:
         signal.signal(signal.SIGINT, self.previous)
 
 
-def write_summary(run: Run, eval_returns: list[float], checkpoint: Optional[str], train_seconds: float) -> dict:
-    """summary.json, what the benchmark and other tools read; the run's last line on the terminal."""
+def write_summary(run: Run, eval_returns: list[float], checkpoint: Optional[str], train_seconds: float,
+                  extra: Optional[dict] = None) -> dict:
+    """summary.json, what the benchmark and other tools read, with an algorithm's own fields in
+    extra; the run's last line on the terminal."""
     for i, episodic_return in enumerate(eval_returns):
         run.writer.add_scalar("eval/episodic_return", episodic_return, i)
     run.writer.close()
@@ -768,7 +768,7 @@ def write_summary(run: Run, eval_returns: list[float], checkpoint: Optional[str]
         "reward_threshold": run.threshold, "steps_to_threshold": run.stats["steps_to_threshold"],
         "seconds_to_threshold": run.stats["seconds_to_threshold"],
         "interrupted": run.interrupted, "failed": run.failed, "checkpoint": checkpoint, "run_dir": run.run_dir,
-        "args": asdict(run.args),
+        **(extra or {}), "args": asdict(run.args),
     }
     with open(os.path.join(run.run_dir, "summary.json"), "w") as f:
         json.dump(summary, f, indent=2)

@@ -6,7 +6,7 @@ ratio, where TRPO solves a constrained problem.
 
 Why a ratio. A2C's gradient is an expectation under π_θ, so a rollout is spent after one step: once
 θ moves, the data comes from another policy. Importance sampling reweighs it: for actions drawn by
-π_θold, E_{a~π_θ}[f(a)] = E_{a~π_θold}[ρ(a) f(a)] with ρ_t(θ) = π_θ(a_t|s_t) / π_θold(a_t|s_t).
+π_θold, E_{a~π_θ}[f(a)] = E_{a~π_θold}[ρ_t(θ) f(a)], ρ_t(θ) = π_θ(a_t|s_t) / π_θold(a_t|s_t).
 TRPO maximises the advantage so reweighed, L_θold(θ) = Ê_t[ρ_t(θ) Â_t], whose gradient at θold is
 A2C's. It models the true improvement only near θold (the states still come from π_θold), so TRPO
 keeps the mean KL(π_θold ‖ π_θ) within δ, at the price of conjugate gradients and a line search.
@@ -17,30 +17,28 @@ PPO takes plain gradient steps on a surrogate that stops rewarding a move gone f
 Inside [1 - ε, 1 + ε] it is L_θold. Once ρ_t has moved ε the way Â_t favours, the term is constant:
 its gradient is 0, and nothing pushes further; a move the other way is still paid in full (the min
 makes L^CLIP a pessimistic bound). A cheap trust region, not a hard one: a ratio can still leave
-the band, pushed through the shared weights by other samples' gradients, and nothing bounds the
-KL. --target-kl puts a rough bound back: the epochs stop once a minibatch's approximate KL is over.
+the band, by one step's overshoot, by Adam's momentum, or pushed through the shared weights by other
+samples' gradients, and nothing bounds the KL. --target-kl puts a rough bound back: the epochs
+stop once a minibatch's approximate KL is over.
 
 Each update: a rollout with π_θold; log π_θold(a_t|s_t), and Â_t by GAE with R̂_t = Â_t + V_φ(s_t)
 as in a2c.py; then --update-epochs passes of --num-minibatches Adam steps, each on
 
     L(θ, φ) = -L^CLIP(θ) + c_v · ½ Ê_t[(V_φ(s_t) - R̂_t)²] - c_e · Ê_t[H(π_θ(·|s_t))]
 
-then θold ← θ, and the next rollout comes from the updated policy. (On the first minibatch ρ_t = 1:
-the step is A2C's.) The defaults were tuned on CartPole-v1; ppo_continuous.py is continuous PPO.
+then θold ← θ: the next rollout comes from the updated policy (on the first minibatch ρ_t = 1, and
+the gradient is A2C's). Defaults tuned on CartPole-v1; ppo_continuous.py is PPO for Box actions.
 
-Reading map: clipped_policy_loss (L^CLIP, the approximate KL, clipfrac), value_loss, Agent (π_θ,
-V_φ), ppo_update (epochs of minibatch steps), make_batch (log π_θold, Â_t, R̂_t), then train(); read
-down to the PLUMBING banner. The tests show the math: tests/test_ppo.py (the clip blocks the
-gradient only in the direction it forbids; ρ_t = 1 on the first minibatch only; --target-kl stops
-the epochs), tests/test_gae.py.
+Reading map: clipped_policy_loss (L^CLIP, approximate KL, clipfrac), Agent (π_θ, V_φ), ppo_update
+and ppo_step, make_batch (log π_θold, Â_t, R̂_t), train(): down to the PLUMBING banner. Tests show
+the math: tests/test_ppo.py (the clip blocks the gradient only in the direction it forbids; ρ_t = 1
+on the first minibatch only; --target-kl stops the epochs), tests/test_gae.py.
 
 References:
-    Schulman, Wolski, Dhariwal, Radford, Klimov (2017). Proximal Policy Optimization
-        Algorithms. arXiv:1707.06347
+    Schulman et al. (2017). Proximal Policy Optimization Algorithms. arXiv:1707.06347
 
 Example:
     python ppo.py --env-id CartPole-v1 --seed 1
-    python ppo.py --eval-checkpoint runs/<run>/ppo.pt
 """
 
 import collections
@@ -98,7 +96,7 @@ class Hyperparameters:
     clip_coef: float = 0.2
     """ε of the clipped surrogate"""
     clip_vloss: bool = False
-    """clip the value update to ±clip_coef around the old value as well"""
+    """keep V_φ within ±clip_coef of its old value by a pessimistic max (in return units)"""
     ent_coef: float = 0.0
     """weight c_e of the entropy bonus"""
     vf_coef: float = 0.5
@@ -126,9 +124,8 @@ def compute_gae(rewards, values, next_values, terminations, truncations, gamma: 
 
 
 def clipped_policy_loss(new_logprob, old_logprob, advantages, clip_coef: float):
-    """-L^CLIP(θ), approx_kl (the k3 estimate Ê[(ρ - 1) - log ρ] of KL(π_θold ‖ π_θ): unbiased,
-    never negative) and clipfrac (the fraction of ratios outside [1 - ε, 1 + ε]; only those on the
-    side Â_t pushes towards lose their gradient)."""
+    """-L^CLIP(θ); approx_kl, the k3 estimate Ê[(ρ - 1) - log ρ] ≥ 0 of KL(π_θold ‖ π_θ); clipfrac,
+    the share of ratios outside [1 - ε, 1 + ε] (those Â_t pushes further lose their gradient)."""
     log_ratio = new_logprob - old_logprob
     ratio = log_ratio.exp()  # ρ_t(θ)
     unclipped = ratio * advantages
@@ -166,8 +163,7 @@ def mlp(in_dim: int, out_dim: int, out_std: float, hidden: int = 64) -> nn.Seque
 
 
 class Agent(nn.Module):
-    """The actor π_θ(a|s) and the critic V_φ(s), separate 64-64 tanh MLPs. The actor is
-    Categorical over its logits z: log π_θ(a|s) = z_a - log Σ_b exp z_b, z = logits_θ(s)."""
+    """The actor π_θ(a|s), Categorical over its logits z, and the critic V_φ(s): 64-64 tanh MLPs."""
 
     def __init__(self, obs_dim: int, action_size: int):
         super().__init__()
@@ -188,7 +184,7 @@ class Agent(nn.Module):
     def sample_action(self, obs: torch.Tensor) -> torch.Tensor:
         """a ~ π_θ(·|s): a Categorical draw."""
         out = self.actor(obs)
-        # Gumbel-max: argmax_a (z_a - log E_a), E_a ~ Exp(1), is a ~ softmax(z)
+        # Gumbel-max: argmax_a (z_a - log e_a), e_a ~ Exp(1), is a ~ softmax(z)
         return (out - torch.empty_like(out).exponential_().log()).argmax(-1)
 
     def greedy_action(self, obs: torch.Tensor) -> torch.Tensor:
@@ -230,11 +226,10 @@ def ppo_step(agent: Agent, optimizer: torch.optim.Optimizer, batch: dict, args: 
     logprobs, entropy = agent.logprob_entropy(batch["obs"], batch["actions"])
     pg_loss, approx_kl, clipfrac = clipped_policy_loss(logprobs, batch["logprobs"], advantages,
                                                        args.clip_coef)
-    if args.target_kl is not None:
-        if average_ is not None:
-            average_([approx_kl])  # so that all processes stop at the same minibatch
-        if approx_kl > args.target_kl:
-            return None
+    if args.target_kl is not None and average_ is not None:
+        average_([approx_kl])  # so that all processes stop at the same minibatch
+    if args.target_kl is not None and approx_kl > args.target_kl:
+        return None
     v_loss = value_loss(agent.value(batch["obs"]), batch["values"], batch["returns"],
                         args.clip_coef if args.clip_vloss else None)
     entropy = entropy.mean()
@@ -247,10 +242,10 @@ def ppo_step(agent: Agent, optimizer: torch.optim.Optimizer, batch: dict, args: 
         stacked = torch.stack(list(losses.values())).detach()
         average_([stacked, *(p.grad for p in agent.parameters())])
         losses = dict(zip(losses, stacked))
-    if not torch.isfinite(losses["loss"]):  # the same on every process
-        raise FloatingPointError("loss is {loss} (policy {policy_loss}, value {value_loss})".format(
-            **{key: value.item() for key, value in losses.items()}))
-    nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
+    grad_norm = nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
+    if not (torch.isfinite(losses["loss"]) and torch.isfinite(grad_norm)):  # alike on all processes
+        said = ", ".join(f"{name} {value.item():.4g}" for name, value in losses.items())
+        raise FloatingPointError(f"{said}, gradient norm {grad_norm.item():.4g}")
     optimizer.step()
     return {key: value.detach() for key, value in losses.items()}
 
@@ -269,8 +264,7 @@ def make_env(env_id: str, video_dir: Optional[str] = None):
 
 
 def make_vec_env(env_id: str, num_envs: int, video_dir: Optional[str] = None):
-    """num_envs copies in one process, autoreset in the same step (so final_obs is at hand); the
-    first records videos to video_dir, if given."""
+    """num_envs copies, autoreset in the same step (final_obs at hand); the first one films."""
     thunks = [make_env(env_id, video_dir=video_dir if i == 0 else None) for i in range(num_envs)]
     return gym.vector.SyncVectorEnv(thunks, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
 
@@ -288,9 +282,8 @@ def successor_obs(next_obs: np.ndarray, info: dict) -> np.ndarray:
 
 def collect_rollout(envs: gym.vector.VectorEnv, agent: Agent, obs: np.ndarray, num_steps: int,
                     device: torch.device, episode_ended) -> tuple[dict, np.ndarray]:
-    """num_steps steps of every env with actions drawn from π_θ, from observations obs. Returns
-    the rollout as tensors of shape (T, N, ...) and the observations to go on from. Each episode
-    that ends is reported as episode_ended(env steps into the rollout, env, return, length)."""
+    """num_steps steps of every env by π_θ from obs: the rollout, tensors (T, N, ...), and the obs
+    to go on from. episode_ended(steps into the rollout, env, return, length) hears of each end."""
     T, N, space = num_steps, envs.num_envs, envs.single_action_space
     box = isinstance(space, gym.spaces.Box)
     rollout = {"obs": np.zeros((T, N, obs.shape[-1]), dtype=np.float32),
@@ -326,10 +319,9 @@ def make_batch(agent: Agent, rollout: dict, args: Hyperparameters) -> dict:
         logprobs, _ = agent.logprob_entropy(rollout["obs"], rollout["actions"])
         advantages = compute_gae(rollout["rewards"], values, next_values, rollout["terminations"],
                                  rollout["truncations"], args.gamma, args.gae_lambda)
-    flat = lambda x: x.reshape(-1, *x.shape[2:])  # (T, N, ...) -> (T * N, ...)
-    return {"obs": flat(rollout["obs"]), "actions": flat(rollout["actions"]),
-            "logprobs": flat(logprobs), "values": flat(values), "advantages": flat(advantages),
-            "returns": flat(advantages + values)}
+    batch = {"obs": rollout["obs"], "actions": rollout["actions"], "logprobs": logprobs,
+             "values": values, "advantages": advantages, "returns": advantages + values}
+    return {key: value.flatten(0, 1) for key, value in batch.items()}  # (T, N, ...) -> (T·N, ...)
 
 
 # --------------------------------------------------------------------------------------- train
@@ -734,8 +726,10 @@ class StopOnSigint:
         signal.signal(signal.SIGINT, self.previous)
 
 
-def write_summary(run: Run, eval_returns: list[float], checkpoint: Optional[str], train_seconds: float) -> dict:
-    """summary.json, what the benchmark and other tools read; the run's last line on the terminal."""
+def write_summary(run: Run, eval_returns: list[float], checkpoint: Optional[str], train_seconds: float,
+                  extra: Optional[dict] = None) -> dict:
+    """summary.json, what the benchmark and other tools read, with an algorithm's own fields in
+    extra; the run's last line on the terminal."""
     for i, episodic_return in enumerate(eval_returns):
         run.writer.add_scalar("eval/episodic_return", episodic_return, i)
     run.writer.close()
@@ -752,7 +746,7 @@ def write_summary(run: Run, eval_returns: list[float], checkpoint: Optional[str]
         "reward_threshold": run.threshold, "steps_to_threshold": run.stats["steps_to_threshold"],
         "seconds_to_threshold": run.stats["seconds_to_threshold"],
         "interrupted": run.interrupted, "failed": run.failed, "checkpoint": checkpoint, "run_dir": run.run_dir,
-        "args": asdict(run.args),
+        **(extra or {}), "args": asdict(run.args),
     }
     with open(os.path.join(run.run_dir, "summary.json"), "w") as f:
         json.dump(summary, f, indent=2)
@@ -795,6 +789,8 @@ def evaluate(agent: Agent, env_id: str, episodes: int, seed: int, device: torch.
 
 def evaluate_checkpoint(args: Args) -> list[float]:
     """--eval-checkpoint: load the policy saved at that path and run greedy episodes."""
+    if int(os.environ.get("RANK", 0)):  # under torchrun, the first process alone evaluates
+        return []
     validate_args(args, FLAG_RULES)
     env_id, obs_dim, action_space, _ = check_env(args.env_id)
     torch.set_num_threads(args.torch_threads)

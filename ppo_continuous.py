@@ -5,7 +5,7 @@ The idea this file adds to ppo.py: a diagonal Gaussian policy for real-valued ac
 log π_θ(a|s) = Σ_i [-(a_i - μ_θ(s)_i)² / (2σ_i²) - log σ_i - ½ log 2π]. The rollout stores the
 sample a = μ_θ(s) + σ ⊙ ξ, ξ ~ N(0, I), as drawn, for ρ_t(θ); only the env's copy is clipped to
 its bounds. Evaluation acts with the mean. make_env normalises observations and rewards by running
-statistics shared by all envs (and processes), saved in the checkpoint, frozen for evaluation.
+statistics shared by all envs (merged over processes), kept in the checkpoint, frozen to evaluate.
 
 Defaults: the PPO paper's MuJoCo settings (2048 steps, 10 epochs of minibatches of 64, Adam 3e-4,
 γ 0.99, λ 0.95, 1M steps) and, from OpenAI Baselines' ppo2, the normalisation and the annealed
@@ -15,8 +15,7 @@ tests show the math: tests/test_ppo_continuous.py (log π_θ and H, the env's cl
 stored sample, frozen statistics), tests/test_distributed.py (merged statistics).
 
 References:
-    Schulman, Wolski, Dhariwal, Radford, Klimov (2017). Proximal Policy Optimization
-        Algorithms. arXiv:1707.06347
+    Schulman et al. (2017). Proximal Policy Optimization Algorithms. arXiv:1707.06347
 
 Example:
     python ppo_continuous.py --env-id HalfCheetah-v5 --seed 1
@@ -82,7 +81,7 @@ class Hyperparameters:
     clip_coef: float = 0.2
     """ε of the clipped surrogate"""
     clip_vloss: bool = False
-    """clip the value update to ±clip_coef around the old value as well"""
+    """keep V_φ within ±clip_coef of its old value by a pessimistic max (in return units)"""
     ent_coef: float = 0.0
     """weight c_e of the entropy bonus"""
     vf_coef: float = 0.5
@@ -110,9 +109,8 @@ def compute_gae(rewards, values, next_values, terminations, truncations, gamma: 
 
 
 def clipped_policy_loss(new_logprob, old_logprob, advantages, clip_coef: float):
-    """-L^CLIP(θ), approx_kl (the k3 estimate Ê[(ρ - 1) - log ρ] of KL(π_θold ‖ π_θ): unbiased,
-    never negative) and clipfrac (the fraction of ratios outside [1 - ε, 1 + ε]; only those on the
-    side Â_t pushes towards lose their gradient)."""
+    """-L^CLIP(θ); approx_kl, the k3 estimate Ê[(ρ - 1) - log ρ] ≥ 0 of KL(π_θold ‖ π_θ); clipfrac,
+    the share of ratios outside [1 - ε, 1 + ε] (those Â_t pushes further lose their gradient)."""
     log_ratio = new_logprob - old_logprob
     ratio = log_ratio.exp()  # ρ_t(θ)
     unclipped = ratio * advantages
@@ -150,8 +148,7 @@ def mlp(in_dim: int, out_dim: int, out_std: float, hidden: int = 64) -> nn.Seque
 
 
 class Agent(nn.Module):
-    """The actor π_θ(a|s) and the critic V_φ(s), separate 64-64 tanh MLPs. The actor is
-    a diagonal Gaussian: mean μ_θ(s), and a learned log σ, the same in every state."""
+    """The actor π_θ(a|s), Gaussian (mean μ_θ(s), learned σ), and the critic V_φ(s): 64-64 MLPs."""
 
     def __init__(self, obs_dim: int, action_size: int):
         super().__init__()
@@ -165,8 +162,8 @@ class Agent(nn.Module):
 
     def logprob_entropy(self, obs: torch.Tensor, actions: torch.Tensor):
         """log π_θ(a|s) of the given actions and the entropy H(π_θ(·|s)), per state."""
-        z = (actions - self.actor(obs)) / self.log_std.exp()  # z_i = (a_i - μ_θ(s)_i) / σ_i
-        logprob = (-0.5 * z ** 2 - self.log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
+        u = (actions - self.actor(obs)) / self.log_std.exp()  # u_i = (a_i - μ_θ(s)_i) / σ_i
+        logprob = (-0.5 * u ** 2 - self.log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
         entropy = (0.5 + 0.5 * math.log(2 * math.pi) + self.log_std).sum(-1).expand(logprob.shape)
         return logprob, entropy
 
@@ -214,11 +211,10 @@ def ppo_step(agent: Agent, optimizer: torch.optim.Optimizer, batch: dict, args: 
     logprobs, entropy = agent.logprob_entropy(batch["obs"], batch["actions"])
     pg_loss, approx_kl, clipfrac = clipped_policy_loss(logprobs, batch["logprobs"], advantages,
                                                        args.clip_coef)
-    if args.target_kl is not None:
-        if average_ is not None:
-            average_([approx_kl])  # so that all processes stop at the same minibatch
-        if approx_kl > args.target_kl:
-            return None
+    if args.target_kl is not None and average_ is not None:
+        average_([approx_kl])  # so that all processes stop at the same minibatch
+    if args.target_kl is not None and approx_kl > args.target_kl:
+        return None
     v_loss = value_loss(agent.value(batch["obs"]), batch["values"], batch["returns"],
                         args.clip_coef if args.clip_vloss else None)
     entropy = entropy.mean()
@@ -231,10 +227,10 @@ def ppo_step(agent: Agent, optimizer: torch.optim.Optimizer, batch: dict, args: 
         stacked = torch.stack(list(losses.values())).detach()
         average_([stacked, *(p.grad for p in agent.parameters())])
         losses = dict(zip(losses, stacked))
-    if not torch.isfinite(losses["loss"]):  # the same on every process
-        raise FloatingPointError("loss is {loss} (policy {policy_loss}, value {value_loss})".format(
-            **{key: value.item() for key, value in losses.items()}))
-    nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
+    grad_norm = nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
+    if not (torch.isfinite(losses["loss"]) and torch.isfinite(grad_norm)):  # alike on all processes
+        said = ", ".join(f"{name} {value.item():.4g}" for name, value in losses.items())
+        raise FloatingPointError(f"{said}, gradient norm {grad_norm.item():.4g}")
     optimizer.step()
     return {key: value.detach() for key, value in losses.items()}
 
@@ -271,8 +267,7 @@ def make_env(env_id: str, obs_rms: Optional[RunningMeanStd] = None, return_rms=N
 
 def make_vec_env(env_id: str, num_envs: int, obs_rms, return_rms, gamma: float,
                  video_dir: Optional[str] = None) -> gym.vector.VectorEnv:
-    """num_envs copies in one process, autoreset in the same step (so final_obs is at hand); the
-    first records videos to video_dir, if given."""
+    """num_envs copies, autoreset in the same step (final_obs at hand); the first one films."""
     thunks = [make_env(env_id, obs_rms, return_rms, gamma, video_dir=video_dir if i == 0 else None)
               for i in range(num_envs)]
     return gym.vector.SyncVectorEnv(thunks, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
@@ -291,9 +286,8 @@ def successor_obs(next_obs: np.ndarray, info: dict) -> np.ndarray:
 
 def collect_rollout(envs: gym.vector.VectorEnv, agent: Agent, obs: np.ndarray, num_steps: int,
                     device: torch.device, episode_ended) -> tuple[dict, np.ndarray]:
-    """num_steps steps of every env with actions drawn from π_θ, from observations obs. Returns
-    the rollout as tensors of shape (T, N, ...) and the observations to go on from. Each episode
-    that ends is reported as episode_ended(env steps into the rollout, env, return, length)."""
+    """num_steps steps of every env by π_θ from obs: the rollout, tensors (T, N, ...), and the obs
+    to go on from. episode_ended(steps into the rollout, env, return, length) hears of each end."""
     T, N, space = num_steps, envs.num_envs, envs.single_action_space
     box = isinstance(space, gym.spaces.Box)
     rollout = {"obs": np.zeros((T, N, obs.shape[-1]), dtype=np.float32),
@@ -322,18 +316,16 @@ def collect_rollout(envs: gym.vector.VectorEnv, agent: Agent, obs: np.ndarray, n
 
 def make_batch(agent: Agent, rollout: dict, args: Hyperparameters) -> dict:
     """The rollout with what the update needs besides: V_φ(s_t) from the critic that saw it,
-    the advantages Â_t by GAE, and the value targets R̂_t = Â_t + V_φ(s_t); log π_θold(a_t|s_t)
-    too, from the policy that acted. Flattened to T·N transitions, for the minibatches."""
+    the advantages Â_t by GAE, the value targets R̂_t = Â_t + V_φ(s_t), and log π_θold(a_t|s_t)."""
     with torch.no_grad():
         values = agent.value(rollout["obs"])
         next_values = agent.value(rollout["next_obs"])
         logprobs, _ = agent.logprob_entropy(rollout["obs"], rollout["actions"])
         advantages = compute_gae(rollout["rewards"], values, next_values, rollout["terminations"],
                                  rollout["truncations"], args.gamma, args.gae_lambda)
-    flat = lambda x: x.reshape(-1, *x.shape[2:])  # (T, N, ...) -> (T * N, ...)
-    return {"obs": flat(rollout["obs"]), "actions": flat(rollout["actions"]),
-            "logprobs": flat(logprobs), "values": flat(values), "advantages": flat(advantages),
-            "returns": flat(advantages + values)}
+    batch = {"obs": rollout["obs"], "actions": rollout["actions"], "logprobs": logprobs,
+             "values": values, "advantages": advantages, "returns": advantages + values}
+    return {key: value.flatten(0, 1) for key, value in batch.items()}  # (T, N, ...) -> (T·N, ...)
 
 
 # --------------------------------------------------------------------------------------- train
@@ -758,8 +750,10 @@ class StopOnSigint:
         signal.signal(signal.SIGINT, self.previous)
 
 
-def write_summary(run: Run, eval_returns: list[float], checkpoint: Optional[str], train_seconds: float) -> dict:
-    """summary.json, what the benchmark and other tools read; the run's last line on the terminal."""
+def write_summary(run: Run, eval_returns: list[float], checkpoint: Optional[str], train_seconds: float,
+                  extra: Optional[dict] = None) -> dict:
+    """summary.json, what the benchmark and other tools read, with an algorithm's own fields in
+    extra; the run's last line on the terminal."""
     for i, episodic_return in enumerate(eval_returns):
         run.writer.add_scalar("eval/episodic_return", episodic_return, i)
     run.writer.close()
@@ -776,7 +770,7 @@ def write_summary(run: Run, eval_returns: list[float], checkpoint: Optional[str]
         "reward_threshold": run.threshold, "steps_to_threshold": run.stats["steps_to_threshold"],
         "seconds_to_threshold": run.stats["seconds_to_threshold"],
         "interrupted": run.interrupted, "failed": run.failed, "checkpoint": checkpoint, "run_dir": run.run_dir,
-        "args": asdict(run.args),
+        **(extra or {}), "args": asdict(run.args),
     }
     with open(os.path.join(run.run_dir, "summary.json"), "w") as f:
         json.dump(summary, f, indent=2)
@@ -819,6 +813,8 @@ def evaluate(agent: Agent, env_id: str, episodes: int, seed: int, device: torch.
 
 def evaluate_checkpoint(args: Args) -> list[float]:
     """--eval-checkpoint: load the policy saved at that path and run greedy episodes."""
+    if int(os.environ.get("RANK", 0)):  # under torchrun, the first process alone evaluates
+        return []
     validate_args(args, FLAG_RULES)
     env_id, obs_dim, action_space, _ = check_env(args.env_id)
     torch.set_num_threads(args.torch_threads)

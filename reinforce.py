@@ -21,11 +21,11 @@ factors depend on θ, so ∇log p(τ|θ) = Σ_t ∇log π_θ(a_t|s_t) and, with 
     ∇J(θ) = E_τ[ Σ_t ∇log π_θ(a_t|s_t) R(τ) ]                              whole-return weights
 
 Reward-to-go: an action cannot change the rewards that came before it. Given the history
-h_t = (s_0, a_0, ..., s_t), each r_k with k < t is fixed, and the score of a_t ~ π_θ(·|s_t) has
-mean Σ_a π_θ(a|s_t) ∇log π_θ(a|s_t) = ∇Σ_a π_θ(a|s_t) = ∇1 = 0, so E[∇log π_θ(a_t|s_t) r_k] =
+h_t = (s_0, a_0, r_0, ..., s_t), each r_k with k < t is fixed, and the score of a_t ~ π_θ(·|s_t)
+has mean Σ_a π_θ(a|s_t) ∇log π_θ(a|s_t) = ∇Σ_a π_θ(a|s_t) = ∇1 = 0, so E[∇log π_θ(a_t|s_t) r_k] =
 E[ r_k E[∇log π_θ(a_t|s_t) | h_t] ] = 0. Dropping those terms keeps the mean, not their noise:
 
-    ∇J(θ) = E_τ[ Σ_t ∇log π_θ(a_t|s_t) G_t ],   G_t = Σ_{k≥t} γ^{k-t} r_k      reward-to-go
+    ∇J(θ) = E_τ[ Σ_t γ^t ∇log π_θ(a_t|s_t) G_t ],   G_t = Σ_{k≥t} γ^{k-t} r_k    reward-to-go
 
 From a batch D of complete episodes, the estimate is the sample mean, and it is the gradient of a
 pseudo-loss that autograd can differentiate (w_t is G_t, or R(τ) with --no-reward-to-go):
@@ -37,12 +37,12 @@ L is not a loss in the usual sense: its value says nothing about how well the po
 gradient is ĝ only at the θ that sampled the batch. So each batch gets one step, then new episodes.
 
 Three honest approximations, as in most implementations:
-  - With γ < 1 the exact gradient of the discounted J has a further factor γ^t in each term. It is
-    dropped here: γ acts as a horizon that trades bias for variance. With γ = 1 ĝ is unbiased.
+  - Reward-to-go weights drop the factor γ^t of the exact gradient (γ then acts as a horizon that
+    trades bias for variance): with γ < 1 they are biased, where R(τ) (--no-reward-to-go) is not.
   - --norm-weights shifts the batch's weights to zero mean (a constant baseline) and scales them to
     unit std (a step size that adapts to the return scale): less variance, a little bias.
   - An episode cut by a time limit is treated as if it ended there, so the rewards the limit cut
-    off are missing from its G_t. reinforce_baseline.py bootstraps that tail from V_φ(s).
+    off are missing from its G_t. reinforce_baseline.py bootstraps that tail from V_φ(s_T).
 
 Reading map: rewards_to_go (G_t), compute_weights (w_t), policy_loss (L), Policy (π_θ),
 reinforce_update (one step on L), collect_batch and make_batch (the batch D), then train(): read
@@ -170,8 +170,8 @@ class Policy(nn.Module):
     def logprob_entropy(self, obs: torch.Tensor, actions: torch.Tensor):
         """log π_θ(a|s) of the given actions and the entropy H(π_θ(·|s)), per state."""
         if not self.discrete:  # Σ_i log N(a_i; μ_θ(s)_i, σ_i²), and the Gaussian's entropy
-            z = (actions - self.actor(obs)) / self.log_std.exp()
-            logprob = (-0.5 * z ** 2 - self.log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
+            u = (actions - self.actor(obs)) / self.log_std.exp()
+            logprob = (-0.5 * u ** 2 - self.log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
             entropy = (0.5 + 0.5 * math.log(2 * math.pi) + self.log_std).sum(-1)
             return logprob, entropy.expand(obs.shape[:-1])
         log_probs = torch.log_softmax(self.actor(obs), dim=-1)  # z_a - log Σ_b exp z_b
@@ -184,7 +184,7 @@ class Policy(nn.Module):
         out = self.actor(obs)
         if not self.discrete:
             return out + self.log_std.exp() * torch.randn_like(out)
-        # Gumbel-max: argmax_a (z_a - log E_a), E_a ~ Exp(1), is a ~ softmax(z)
+        # Gumbel-max: argmax_a (z_a - log e_a), e_a ~ Exp(1), is a ~ softmax(z)
         return (out - torch.empty_like(out).exponential_().log()).argmax(-1)
 
     def greedy_action(self, obs: torch.Tensor) -> torch.Tensor:
@@ -670,8 +670,10 @@ class StopOnSigint:
         signal.signal(signal.SIGINT, self.previous)
 
 
-def write_summary(run: Run, eval_returns: list[float], checkpoint: Optional[str], train_seconds: float) -> dict:
-    """summary.json, what the benchmark and other tools read; the run's last line on the terminal."""
+def write_summary(run: Run, eval_returns: list[float], checkpoint: Optional[str], train_seconds: float,
+                  extra: Optional[dict] = None) -> dict:
+    """summary.json, what the benchmark and other tools read, with an algorithm's own fields in
+    extra; the run's last line on the terminal."""
     for i, episodic_return in enumerate(eval_returns):
         run.writer.add_scalar("eval/episodic_return", episodic_return, i)
     run.writer.close()
@@ -688,7 +690,7 @@ def write_summary(run: Run, eval_returns: list[float], checkpoint: Optional[str]
         "reward_threshold": run.threshold, "steps_to_threshold": run.stats["steps_to_threshold"],
         "seconds_to_threshold": run.stats["seconds_to_threshold"],
         "interrupted": run.interrupted, "failed": run.failed, "checkpoint": checkpoint, "run_dir": run.run_dir,
-        "args": asdict(run.args),
+        **(extra or {}), "args": asdict(run.args),
     }
     with open(os.path.join(run.run_dir, "summary.json"), "w") as f:
         json.dump(summary, f, indent=2)

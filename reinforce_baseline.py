@@ -1,7 +1,8 @@
 """REINFORCE with a learned state-value baseline: the Monte-Carlo policy gradient, by advantages.
 
 The idea this file adds to reinforce.py: subtract from each return a learned estimate of the
-return expected from its state, V_φ(s_t). Same expected gradient, less variance.
+return expected from its state, V_φ(s_t): the same expected gradient, and most often less variance.
+With V_φ at hand, the rewards a time limit cut off are bootstrapped from it too.
 
 Why stochastic. A random policy explores by itself, and it can be the best there is: in the game
 of rock-paper-scissors any fixed choice loses to its counter; under perceptual aliasing (states
@@ -21,11 +22,11 @@ factors depend on θ, so ∇log p(τ|θ) = Σ_t ∇log π_θ(a_t|s_t) and, with 
     ∇J(θ) = E_τ[ Σ_t ∇log π_θ(a_t|s_t) R(τ) ]                              whole-return weights
 
 Reward-to-go: an action cannot change the rewards that came before it. Given the history
-h_t = (s_0, a_0, ..., s_t), each r_k with k < t is fixed, and the score of a_t ~ π_θ(·|s_t) has
-mean Σ_a π_θ(a|s_t) ∇log π_θ(a|s_t) = ∇Σ_a π_θ(a|s_t) = ∇1 = 0, so E[∇log π_θ(a_t|s_t) r_k] =
+h_t = (s_0, a_0, r_0, ..., s_t), each r_k with k < t is fixed, and the score of a_t ~ π_θ(·|s_t)
+has mean Σ_a π_θ(a|s_t) ∇log π_θ(a|s_t) = ∇Σ_a π_θ(a|s_t) = ∇1 = 0, so E[∇log π_θ(a_t|s_t) r_k] =
 E[ r_k E[∇log π_θ(a_t|s_t) | h_t] ] = 0. Dropping those terms keeps the mean, not their noise:
 
-    ∇J(θ) = E_τ[ Σ_t ∇log π_θ(a_t|s_t) G_t ],   G_t = Σ_{k≥t} γ^{k-t} r_k      reward-to-go
+    ∇J(θ) = E_τ[ Σ_t γ^t ∇log π_θ(a_t|s_t) G_t ],   G_t = Σ_{k≥t} γ^{k-t} r_k    reward-to-go
 
 From a batch D of complete episodes, the estimate is the sample mean, and it is the gradient of a
 pseudo-loss that autograd can differentiate (w_t is G_t, or R(τ) with --no-reward-to-go):
@@ -37,21 +38,21 @@ L is not a loss in the usual sense: its value says nothing about how well the po
 gradient is ĝ only at the θ that sampled the batch. So each batch gets one step, then new episodes.
 
 The policy gradient theorem: given h_t and a_t, the rest of the episode depends on (s_t, a_t)
-alone, so E[G_t | h_t, a_t] = Q^π(s_t, a_t), and, keeping the factor γ^t (see below),
+alone, so E[G_t | h_t, a_t] = Q^π(s_t, a_t), and, with the factor γ^t as above,
 
     ∇J(θ) = E_τ[ Σ_t γ^t ∇log π_θ(a_t|s_t) Q^π(s_t, a_t) ]
           = 1/(1-γ) E_{s~d^π, a~π_θ}[ ∇log π_θ(a|s) Q^π(s, a) ]      d^π the discounted visitation
 
 A baseline: any b(s) has E_{a~π_θ}[∇log π_θ(a|s) b(s)] = b(s) ∇1 = 0, so Q^π may give way to the
 advantage A^π(s, a) = Q^π(s, a) - V^π(s), how much better a is than π_θ's average in s: the part
-of the return any action would have got, noise to ĝ, is gone. Here w_t = G_t - V_φ(s_t) (or R(τ) -
-V_φ(s_t): unbiased too, no advantage), V_φ being a 64-64 tanh MLP fitted to the returns by
---vf-iters full-batch Adam steps on ½ mean_t (V_φ(s_t) - G_t)² after each policy step; w_t uses
+of the return any action would have got, noise to ĝ, is taken out. Here w_t = G_t - V_φ(s_t) (or
+R(τ) - V_φ(s_t), unbiased too but not an advantage), V_φ a 64-64 tanh MLP fitted to the returns by
+--vf-iters full-batch Adam steps on ½ Ê_t[(V_φ(s_t) - G_t)²] after each policy step; w_t uses
 V_φ from before that fit, since after it V_φ(s_t) would depend on a_t through G_t.
 
 Three honest approximations, as in most implementations:
-  - With γ < 1 the exact gradient of the discounted J has a further factor γ^t in each term. It is
-    dropped here: γ acts as a horizon that trades bias for variance. With γ = 1 ĝ is unbiased.
+  - Reward-to-go weights drop the factor γ^t of the exact gradient (γ then acts as a horizon that
+    trades bias for variance): with γ < 1 they are biased, where R(τ) (--no-reward-to-go) is not.
   - --norm-weights shifts the batch's weights to zero mean (a constant baseline) and scales them to
     unit std (a step size that adapts to the return scale): less variance, a little bias.
   - An episode cut by a time limit did not end: G_T = V_φ(s_T) of the state it was cut at stands
@@ -192,8 +193,8 @@ class Policy(nn.Module):
     def logprob_entropy(self, obs: torch.Tensor, actions: torch.Tensor):
         """log π_θ(a|s) of the given actions and the entropy H(π_θ(·|s)), per state."""
         if not self.discrete:  # Σ_i log N(a_i; μ_θ(s)_i, σ_i²), and the Gaussian's entropy
-            z = (actions - self.actor(obs)) / self.log_std.exp()
-            logprob = (-0.5 * z ** 2 - self.log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
+            u = (actions - self.actor(obs)) / self.log_std.exp()
+            logprob = (-0.5 * u ** 2 - self.log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
             entropy = (0.5 + 0.5 * math.log(2 * math.pi) + self.log_std).sum(-1)
             return logprob, entropy.expand(obs.shape[:-1])
         log_probs = torch.log_softmax(self.actor(obs), dim=-1)  # z_a - log Σ_b exp z_b
@@ -206,7 +207,7 @@ class Policy(nn.Module):
         out = self.actor(obs)
         if not self.discrete:
             return out + self.log_std.exp() * torch.randn_like(out)
-        # Gumbel-max: argmax_a (z_a - log E_a), E_a ~ Exp(1), is a ~ softmax(z)
+        # Gumbel-max: argmax_a (z_a - log e_a), e_a ~ Exp(1), is a ~ softmax(z)
         return (out - torch.empty_like(out).exponential_().log()).argmax(-1)
 
     def greedy_action(self, obs: torch.Tensor) -> torch.Tensor:
@@ -721,8 +722,10 @@ class StopOnSigint:
         signal.signal(signal.SIGINT, self.previous)
 
 
-def write_summary(run: Run, eval_returns: list[float], checkpoint: Optional[str], train_seconds: float) -> dict:
-    """summary.json, what the benchmark and other tools read; the run's last line on the terminal."""
+def write_summary(run: Run, eval_returns: list[float], checkpoint: Optional[str], train_seconds: float,
+                  extra: Optional[dict] = None) -> dict:
+    """summary.json, what the benchmark and other tools read, with an algorithm's own fields in
+    extra; the run's last line on the terminal."""
     for i, episodic_return in enumerate(eval_returns):
         run.writer.add_scalar("eval/episodic_return", episodic_return, i)
     run.writer.close()
@@ -739,7 +742,7 @@ def write_summary(run: Run, eval_returns: list[float], checkpoint: Optional[str]
         "reward_threshold": run.threshold, "steps_to_threshold": run.stats["steps_to_threshold"],
         "seconds_to_threshold": run.stats["seconds_to_threshold"],
         "interrupted": run.interrupted, "failed": run.failed, "checkpoint": checkpoint, "run_dir": run.run_dir,
-        "args": asdict(run.args),
+        **(extra or {}), "args": asdict(run.args),
     }
     with open(os.path.join(run.run_dir, "summary.json"), "w") as f:
         json.dump(summary, f, indent=2)

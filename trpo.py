@@ -7,17 +7,17 @@ surrogate objective among those whose mean KL divergence from the current policy
 
 The surrogate. For the policy π = π_θold that collected the batch, its advantages A^π, and any π_θ,
 
-    J(θ) = J(θold) + Σ_s d^πθ(s) Σ_a π_θ(a|s) A^π(s,a),    d^π(s) = Σ_t γ^t P(s_t = s | π)
+    J(θ) = J(θold) + 1/(1-γ) Σ_s d^πθ(s) Σ_a π_θ(a|s) A^π(s,a),   d^π(s) = (1-γ) Σ_t γ^t P(s_t = s)
 
 (Kakade and Langford 2002; d^π is the discounted state visitation). Swapping d^πθ for d^π, whose
 states we have, gives the surrogate L_θold(θ), equal to J(θ) to first order at θold; the actions
 π_θold took estimate Σ_a π_θ(a|s) A^π(s,a) by importance weighting. Without the constant J(θold),
-and (as is usual) weighting every visited state alike instead of by γ^t, the code maximises
+(as is usual) weighting every visited state alike instead of by γ^t, the code's estimate of it is
 
-    L_θold(θ) = Ê_t[ ρ_t(θ) Â_t ],   ρ_t(θ) = π_θ(a_t|s_t) / π_θold(a_t|s_t)        maximised
+    L̂_θold(θ) = Ê_t[ ρ_t(θ) Â_t ],   ρ_t(θ) = π_θ(a_t|s_t) / π_θold(a_t|s_t)       maximised
 
 whose gradient at θold, g, is the policy gradient a2c.py follows. How far may we trust it? The
-paper's Theorem 1 (total variation bounded by KL) bounds the true objective from below:
+paper's Theorem 1, with total variation bounded by KL (its eq. 9), bounds J from below:
 
     J(θ) ≥ L_θold(θ) - C · max_s KL(π_θold(·|s) ‖ π_θ(·|s)),   C = 4γ max_s,a |A^π(s,a)| / (1-γ)²
 
@@ -25,28 +25,29 @@ Both sides are equal at θold, so a θ that maximises the right side never makes
 improvement. But C is so large that the steps would be tiny. TRPO turns the penalty into a
 constraint with a step size δ, on the mean KL over the visited states, which samples can estimate:
 
-    maximise L_θold(θ)   subject to   KL̄(θ) = Ê_t[ KL(π_θold(·|s_t) ‖ π_θ(·|s_t)) ] ≤ δ
+    maximise L̂_θold(θ)   subject to   KL̄(θ) = Ê_t[ KL(π_θold(·|s_t) ‖ π_θ(·|s_t)) ] ≤ δ
 
-That gives up the guarantee: a mean KL within δ does not bound the max, a fixed δ is not the
-penalty C, and L_θold and KL̄ are sample estimates. What is left of it is the line search below,
-which takes a step only if the KL̄ measured after it is within δ and the L_θold measured went up.
+That gives up the guarantee. Even a max KL within δ would only promise J(θ) - J(θold) ≥
+L_θold(θ) - L_θold(θold) - Cδ, which the huge C makes void; a mean KL within δ does not bound the
+max; and L̂_θold, KL̄ and Â_t (with its learned V_φ) are estimates. What is left of it is the line
+search below: a step is taken only if the KL̄ measured after it is within δ and L̂_θold went up.
 
-The natural gradient. Near θold, L_θold is linear and KL̄ quadratic (KL̄ and its gradient are 0
-there): L_θold(θold + Δ) - L_θold(θold) ≈ gᵀΔ, KL̄(θold + Δ) ≈ ½ ΔᵀFΔ, where F = ∇²KL̄(θold) is
+The natural gradient. Near θold, L̂_θold is linear and KL̄ quadratic (KL̄ and its gradient are 0
+there): L̂_θold(θold + Δ) - L̂_θold(θold) ≈ gᵀΔ, KL̄(θold + Δ) ≈ ½ ΔᵀFΔ, where F = ∇²KL̄(θold) is
 the Fisher information matrix, the metric that measures a step by the change in the distribution,
 whatever the parametrisation. Maximising gᵀΔ on the ellipsoid ½ ΔᵀFΔ = δ gives (Lagrange)
 Δ ∝ F⁻¹g, the natural gradient (Kakade 2001), scaled to the boundary:
 
-    s = F⁻¹g,   Δ = √(2δ / sᵀFs) · s                                                  the step
+    x = F⁻¹g,   Δ = √(2δ / xᵀFx) · x                                                  the step
 
 F has a row per policy parameter (about 5,000 here), too many to form: the conjugate gradient
-method solves Fs = g from products Fv alone. A damping c_damp (--cg-damping) solves with
-F + c_damp·I, well conditioned where the samples pin down few directions of F; the step uses the
-same matrix, so the quadratic model of KL̄ stays a little below δ.
+method solves Fx = g from products Fv alone. A damping c_damp (--cg-damping) solves with
+F + c_damp·I, positive definite even where few samples leave the estimated F singular; the step
+uses the same matrix, so the quadratic model of KL̄ stays a little below δ.
 
-The line search. The step came from a linear model of L_θold and a quadratic one of KL̄; both can
-be wrong for a step of that size. So Δ, αΔ, α²Δ, ... are tried (--backtrack-coef α,
---backtrack-iters), the first with KL̄ ≤ δ and L_θold(θ) > L_θold(θold) is taken, and if none is,
+The line search. The step came from a linear model of L̂_θold and a quadratic one of KL̄; both
+can be wrong for a step of that size. So Δ, bΔ, b²Δ, ... are tried (--backtrack-coef b,
+--backtrack-iters), the first with KL̄ ≤ δ and L̂_θold(θ) > L̂_θold(θold) is taken, and if none is,
 the policy stays exactly as it was. --no-line-search takes the full step unchecked (only a
 non-finite one is refused): the truncated natural policy gradient (TNPG) of Duan et al. (2016).
 
@@ -55,11 +56,11 @@ policy has no learning rate; δ sets its step. The critic V_φ, with parameters 
 fitted after the policy step by epochs of minibatch Adam steps. The defaults were tuned on
 CartPole-v1; README.md gives the settings used for MuJoCo.
 
-Reading map: surrogate (L_θold), conjugate_gradient (s ≈ F⁻¹g), Agent.kl_from (KL),
+Reading map: surrogate (L̂_θold), conjugate_gradient (x ≈ F⁻¹g), Agent.kl_from (KL),
 fisher_vector_product (Fv), trpo_step (Δ, the line search), trpo_update (the critic's regression),
 then train(): read down to the PLUMBING banner. The tests show the math: tests/test_trpo.py (CG
 against a direct solve; the Fisher-vector product against the Hessian of KL̄ and the Fisher matrix,
-formed whole; an accepted step keeps KL̄ ≤ δ and improves L_θold; the line search shrinks a step
+formed whole; an accepted step keeps KL̄ ≤ δ and improves L̂_θold; the line search shrinks a step
 that overshoots; a refused step leaves θ bit for bit), tests/test_gae.py (GAE).
 
 References:
@@ -112,11 +113,11 @@ class Hyperparameters:
     max_kl: float = 0.01
     """δ, the trust region: the largest mean KL(π_θold ‖ π_θ) a policy step may make"""
     cg_iters: int = 10
-    """conjugate gradient iterations for the direction s ≈ F⁻¹g"""
+    """conjugate gradient iterations for the direction x ≈ F⁻¹g"""
     cg_damping: float = 0.1
     """c_damp, added to the Fisher matrix (F + c_damp·I) for a well-conditioned solve"""
     line_search: bool = True
-    """backtrack until KL̄ ≤ δ and L_θold improves; --no-line-search: the full step (TNPG)"""
+    """backtrack until KL̄ ≤ δ and L̂_θold improves; --no-line-search: the full step (TNPG)"""
     backtrack_coef: float = 0.8
     """the line search shrinks the step by this factor each time"""
     backtrack_iters: int = 10
@@ -160,7 +161,7 @@ def compute_gae(rewards, values, next_values, terminations, truncations, gamma: 
 
 
 def surrogate(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor):
-    """L_θold(θ) = Ê_t[ρ_t(θ) Â_t], maximised: its gradient at θold is the policy gradient."""
+    """L̂_θold(θ) = Ê_t[ρ_t(θ) Â_t], maximised: its gradient at θold is the policy gradient."""
     return ((logprobs - old_logprobs).exp() * advantages).mean()  # ρ_t = exp(log π_θ - log π_θold)
 
 
@@ -232,8 +233,8 @@ class Agent(nn.Module):
     def logprob_entropy(self, obs: torch.Tensor, actions: torch.Tensor):
         """log π_θ(a|s) of the given actions and the entropy H(π_θ(·|s)), per state."""
         if not self.discrete:  # Σ_i log N(a_i; μ_θ(s)_i, σ_i²), and the Gaussian's entropy
-            z = (actions - self.actor(obs)) / self.log_std.exp()
-            logprob = (-0.5 * z ** 2 - self.log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
+            u = (actions - self.actor(obs)) / self.log_std.exp()
+            logprob = (-0.5 * u ** 2 - self.log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
             entropy = (0.5 + 0.5 * math.log(2 * math.pi) + self.log_std).sum(-1)
             return logprob, entropy.expand(obs.shape[:-1])
         log_probs = torch.log_softmax(self.actor(obs), dim=-1)  # z_a - log Σ_b exp z_b
@@ -246,7 +247,7 @@ class Agent(nn.Module):
         out = self.actor(obs)
         if not self.discrete:
             return out + self.log_std.exp() * torch.randn_like(out)
-        # Gumbel-max: argmax_a (z_a - log E_a), E_a ~ Exp(1), is a ~ softmax(z)
+        # Gumbel-max: argmax_a (z_a - log e_a), e_a ~ Exp(1), is a ~ softmax(z)
         return (out - torch.empty_like(out).exponential_().log()).argmax(-1)
 
     def greedy_action(self, obs: torch.Tensor) -> torch.Tensor:
@@ -279,7 +280,7 @@ class Agent(nn.Module):
 
 # ----------------------------------------------------------------------------------- the update
 def make_optimizer(agent: Agent, args: Hyperparameters) -> torch.optim.Optimizer:
-    """The critic's Adam (eps 1e-5, as since OpenAI Baselines); the policy needs none."""
+    """The critic's Adam (eps 1e-5, as in OpenAI Baselines); the policy needs none."""
     return torch.optim.Adam(agent.critic.parameters(), lr=args.learning_rate, eps=1e-5)
 
 
@@ -308,7 +309,7 @@ def trpo_step(agent: Agent, obs: torch.Tensor, actions: torch.Tensor, advantages
               args: Hyperparameters) -> dict:
     """One trust-region step of the policy on a batch (flat tensors); its diagnostics. θ ends at
     an accepted step, or exactly where it was if g = 0 (equal advantages), CG fails, or no step
-    tried keeps KL̄ ≤ δ and improves L_θold. policy_loss is -L_θold where θ ends; kl_after_step and
+    tried keeps KL̄ ≤ δ and improves L̂_θold. policy_loss is -L̂_θold where θ ends; kl_after_step,
     approx_kl are 0 if it did not move; line_search_steps counts the steps tried (0: none)."""
     params = agent.policy_parameters()
     with torch.no_grad():
@@ -317,18 +318,18 @@ def trpo_step(agent: Agent, obs: torch.Tensor, actions: torch.Tensor, advantages
     surrogate_old = surrogate(agent.logprob_entropy(obs, actions)[0], old_logprobs, advantages)
     g = flat_grad(surrogate_old, params)
     product = fisher_vector_product(agent, obs, old, args.cg_damping)
-    s = conjugate_gradient(product, g, args.cg_iters)  # s ≈ F⁻¹g, the natural gradient
-    s_f_s = s @ product(s)
+    x = conjugate_gradient(product, g, args.cg_iters)  # x ≈ F⁻¹g, the natural gradient
+    x_f_x = x @ product(x)
     diagnostics = {"policy_loss": -surrogate_old.item(), "entropy": entropy.mean().item(),
                    "step_accepted": 0.0, "line_search_steps": 0, "kl_after_step": 0.0,
                    "surrogate_improvement": 0.0, "approx_kl": 0.0, "grad_norm": g.norm().item()}
-    if not (torch.isfinite(s).all() and torch.isfinite(s_f_s) and s_f_s > 0 and g @ s > 0):
+    if not (torch.isfinite(x).all() and torch.isfinite(x_f_x) and x_f_x > 0 and g @ x > 0):
         return diagnostics  # no ascent direction to step in: the policy stays as it is
-    full_step = torch.sqrt(2 * args.max_kl / s_f_s) * s  # Δ = √(2δ / sᵀFs) s: ½ ΔᵀFΔ = δ
+    full_step = torch.sqrt(2 * args.max_kl / x_f_x) * x  # Δ = √(2δ / xᵀFx) x: ½ Δᵀ(F + c_damp)Δ = δ
     theta_old = nn.utils.parameters_to_vector(params).detach()
     with torch.no_grad():
         tries = args.backtrack_iters if args.line_search else 1
-        for k in range(tries):  # Δ, αΔ, α²Δ, ...: the first that keeps KL̄ ≤ δ and improves L_θold
+        for k in range(tries):  # Δ, bΔ, b²Δ, ...: the first that keeps KL̄ ≤ δ and improves L̂_θold
             nn.utils.vector_to_parameters(theta_old + args.backtrack_coef ** k * full_step, params)
             mean_kl = agent.kl_from(old, obs).mean()
             logprobs = agent.logprob_entropy(obs, actions)[0]
@@ -402,8 +403,7 @@ def make_env(env_id: str, obs_rms: Optional[RunningMeanStd] = None, return_rms=N
 
 def make_vec_env(env_id: str, num_envs: int, obs_rms, return_rms, gamma: float,
                  video_dir: Optional[str] = None) -> gym.vector.VectorEnv:
-    """num_envs copies in one process, autoreset in the same step (so final_obs is at hand); the
-    first records videos to video_dir, if given."""
+    """num_envs copies, autoreset in the same step (final_obs at hand); the first one films."""
     thunks = [make_env(env_id, obs_rms, return_rms, gamma, video_dir=video_dir if i == 0 else None)
               for i in range(num_envs)]
     return gym.vector.SyncVectorEnv(thunks, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
@@ -422,9 +422,8 @@ def successor_obs(next_obs: np.ndarray, info: dict) -> np.ndarray:
 
 def collect_rollout(envs: gym.vector.VectorEnv, agent: Agent, obs: np.ndarray, num_steps: int,
                     device: torch.device, episode_ended) -> tuple[dict, np.ndarray]:
-    """num_steps steps of every env with actions drawn from π_θ, from observations obs. Returns
-    the rollout as tensors of shape (T, N, ...) and the observations to go on from. Each episode
-    that ends is reported as episode_ended(env steps into the rollout, env, return, length)."""
+    """num_steps steps of every env by π_θ from obs: the rollout, tensors (T, N, ...), and the obs
+    to go on from. episode_ended(steps into the rollout, env, return, length) hears of each end."""
     T, N, space = num_steps, envs.num_envs, envs.single_action_space
     box = isinstance(space, gym.spaces.Box)
     rollout = {"obs": np.zeros((T, N, obs.shape[-1]), dtype=np.float32),
@@ -653,12 +652,8 @@ class Run:
         if not (self.interrupted or self.failed):
             eval_returns = evaluate(self.agent, self.env_id, self.obs_rms, self.args.eval_episodes,
                                     self.args.seed + 10_000, self.device)
-        summary = write_summary(self, eval_returns, path if saved else None, train_seconds)
-        # TRPO's own fields, added to what write_summary (the same in every script) wrote
-        summary.update({key: self.stats[key] for key in ("largest_kl_after_step", "rejected_steps")})
-        with open(os.path.join(self.run_dir, "summary.json"), "w") as f:
-            json.dump(summary, f, indent=2)
-        return summary
+        return write_summary(self, eval_returns, path if saved else None, train_seconds,
+                             {key: self.stats[key] for key in ("largest_kl_after_step", "rejected_steps")})
 
 
 # ----------------------------------------------------------------------- checks of flags and env
@@ -874,8 +869,10 @@ class StopOnSigint:
         signal.signal(signal.SIGINT, self.previous)
 
 
-def write_summary(run: Run, eval_returns: list[float], checkpoint: Optional[str], train_seconds: float) -> dict:
-    """summary.json, what the benchmark and other tools read; the run's last line on the terminal."""
+def write_summary(run: Run, eval_returns: list[float], checkpoint: Optional[str], train_seconds: float,
+                  extra: Optional[dict] = None) -> dict:
+    """summary.json, what the benchmark and other tools read, with an algorithm's own fields in
+    extra; the run's last line on the terminal."""
     for i, episodic_return in enumerate(eval_returns):
         run.writer.add_scalar("eval/episodic_return", episodic_return, i)
     run.writer.close()
@@ -892,7 +889,7 @@ def write_summary(run: Run, eval_returns: list[float], checkpoint: Optional[str]
         "reward_threshold": run.threshold, "steps_to_threshold": run.stats["steps_to_threshold"],
         "seconds_to_threshold": run.stats["seconds_to_threshold"],
         "interrupted": run.interrupted, "failed": run.failed, "checkpoint": checkpoint, "run_dir": run.run_dir,
-        "args": asdict(run.args),
+        **(extra or {}), "args": asdict(run.args),
     }
     with open(os.path.join(run.run_dir, "summary.json"), "w") as f:
         json.dump(summary, f, indent=2)

@@ -167,8 +167,8 @@ def test_an_accepted_step_stays_within_the_trust_region_and_improves_the_surroga
 
 @pytest.mark.parametrize("kind", SPACES)
 def test_without_line_search_the_step_is_the_full_natural_gradient_step(kind):
-    # Δ = √(2δ / sᵀFs) s puts the step on the edge of the quadratic model: ½ Δᵀ(F + λI)Δ = δ,
-    # and along the natural gradient: (F + λI)Δ ∝ g, up to the conjugate gradient's accuracy.
+    # Δ = √(2δ / xᵀFx) x puts the step on the edge of the quadratic model: ½ Δᵀ(F + c_damp I)Δ = δ,
+    # and along the natural gradient: (F + c_damp I)Δ ∝ g, up to the conjugate gradient's accuracy.
     agent = tiny_agent(SPACES[kind])
     obs, actions, advantages = random_batch(agent)
     params = agent.policy_parameters()
