@@ -508,9 +508,12 @@ class Args(Hyperparameters):
     capture_video: bool = False
     """record videos of the first env's episodes into the run's videos/ (needs moviepy)"""
     save_model: bool = True
-    """save a checkpoint at the end of training and on Ctrl-C"""
+    """save a checkpoint at the end of training, on Ctrl-C or SIGTERM, and every --checkpoint-every"""
+    checkpoint_every: float = 600.0
+    """seconds of training between checkpoints (with summary.json), so a run killed outright loses at
+    most that much; 0 saves only at the end and on Ctrl-C or SIGTERM"""
     resume: Optional[str] = None
-    """checkpoint to continue training from, up to --total-timesteps"""
+    """checkpoint, or the run directory holding it, to continue training from, up to --total-timesteps"""
     eval_checkpoint: Optional[str] = None
     """evaluate this checkpoint instead of training"""
     eval_episodes: int = 10
@@ -541,6 +544,7 @@ class Run:
         self.stats = self.checkpoint["stats"] if self.checkpoint else {
             "recent_returns": [], "steps_to_threshold": None, "seconds_to_threshold": None, "wall_seconds": 0.0,
             "largest_kl_after_step": 0.0, "rejected_steps": 0}
+        self.previous_seconds = self.stats["wall_seconds"]  # of training, before this run went on
         # A resumed run goes on with fresh random numbers, not those its start drew.
         seed_everything(args.seed + self.global_step, args.torch_deterministic)
         self.run_dir = make_run_dir(args)
@@ -551,6 +555,7 @@ class Run:
         self.recent_returns = collections.deque(self.stats["recent_returns"], maxlen=20)
         self.episodes = []  # the episodes that ended in the current rollout
         self.interrupted = self.failed = False
+        self.stopped_by = None  # the signal that stopped the run, if one did
 
     def normalisation(self) -> tuple[Optional[RunningMeanStd], Optional[RunningMeanStd]]:
         """The running statistics of observations and returns: the checkpoint's, or new ones."""
@@ -575,15 +580,15 @@ class Run:
     def iterations(self):
         """The updates still to run, by index; after a Ctrl-C the loop ends with the update in
         progress. A progress line every few seconds."""
-        self.start_time = self.last_print = time.perf_counter()
+        self.start_time = self.last_print = self.last_save = time.perf_counter()
         self.start_step = self.global_step
-        with StopOnSigint() as self.sigint:
+        with StopOnSignal() as self.signals:
             print(f"TRPO on {self.args.env_id}: {self.num_iterations - self.global_step // self.batch_size:,} "
                   f"updates of {self.batch_size} steps on {self.device}; logging to {self.run_dir}", flush=True)
             for iteration in range(self.global_step // self.batch_size, self.num_iterations):
                 yield iteration
                 if self.stop and iteration < self.num_iterations - 1:
-                    self.interrupted = True
+                    self.interrupted, self.stopped_by = True, self.signals.requested
                     return
 
     def episode_ended(self, steps: int, env: int, episodic_return: float, length: int) -> None:
@@ -593,7 +598,7 @@ class Run:
     def _end_rollout(self) -> None:
         """Count the rollout's steps; log its episodes, in order, and note when the mean return
         of the last 20 first reached the env's threshold."""
-        self.stop = self.sigint.requested
+        self.stop = self.signals.requested
         ended, self.episodes = sorted(self.episodes), []
         for steps, same_step in itertools.groupby(ended, key=lambda episode: episode[0]):
             for _, _, ended_at, episodic_return, length in same_step:
@@ -604,7 +609,7 @@ class Run:
                     and len(self.recent_returns) == self.recent_returns.maxlen
                     and np.mean(self.recent_returns) >= self.threshold):
                 self.stats["steps_to_threshold"] = self.global_step + steps
-                self.stats["seconds_to_threshold"] = self.stats["wall_seconds"] + ended_at - self.start_time
+                self.stats["seconds_to_threshold"] = self.previous_seconds + ended_at - self.start_time
         self.global_step += self.batch_size
 
     def log(self, losses: dict, optimizer: torch.optim.Optimizer, batch: dict) -> None:
@@ -625,6 +630,8 @@ class Run:
         if now - self.last_print >= 5.0 or self.global_step >= total or self.stop:
             self.last_print = now
             print_progress(self.global_step, total, self.recent_returns, sps)
+        if self.args.checkpoint_every and now - self.last_save >= self.args.checkpoint_every:
+            write_summary(self, [], self.save(), self.extra(), in_progress=True)  # what a run killed now goes on from
 
     def fail(self, error: FloatingPointError) -> None:
         """A non-finite loss or gradient: stop. The weights on disk are the last good ones."""
@@ -632,28 +639,40 @@ class Run:
         print(f"{ALGORITHM}.py: error: training stopped at step {self.global_step}: {error}", file=sys.stderr)
         self.failed = True
 
+    def extra(self) -> dict:
+        """TRPO's own fields in summary.json: the largest KL an accepted step made, the steps refused."""
+        return {key: self.stats[key] for key in ("largest_kl_after_step", "rejected_steps")}
+
+    def save(self) -> Optional[str]:
+        """The checkpoint as the run stands: at the end, on Ctrl-C or SIGTERM, and every
+        --checkpoint-every seconds. Never over a good one with weights or statistics that are not
+        finite. Its path, or None if not saved."""
+        self.last_save = time.perf_counter()
+        self.stats.update(recent_returns=list(self.recent_returns),
+                          wall_seconds=self.previous_seconds + self.last_save - self.start_time)
+        finite = (all(torch.isfinite(p).all() for p in self.agent.parameters())
+                  and all(np.isfinite(rms.var).all() for rms in (self.obs_rms, self.return_rms) if rms is not None))
+        if not (self.args.save_model and finite):
+            return None
+        path = os.path.join(self.run_dir, f"{self.args.exp_name}.pt")
+        save_checkpoint(path, {
+            "algorithm": ALGORITHM, "obs_dim": self.obs_dim, "action_space": describe(self.action_space),
+            "agent": self.agent.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "obs_rms": self.obs_rms, "return_rms": self.return_rms, "global_step": self.global_step,
+            "stats": self.stats, "args": asdict(self.args)})
+        return path
+
     def finish(self) -> dict:
         """After the last update: save the checkpoint, evaluate, write summary.json; return it."""
         self.envs.close()
-        train_seconds = time.perf_counter() - self.start_time
-        self.stats.update(recent_returns=list(self.recent_returns),
-                          wall_seconds=self.stats["wall_seconds"] + train_seconds)
-        path = os.path.join(self.run_dir, f"{self.args.exp_name}.pt")
-        finite = (all(torch.isfinite(p).all() for p in self.agent.parameters())
-                  and all(np.isfinite(rms.var).all() for rms in (self.obs_rms, self.return_rms) if rms is not None))
-        saved = self.args.save_model and finite  # a checkpoint on disk is never replaced by broken weights
-        if saved:
-            save_checkpoint(path, {
-                "algorithm": ALGORITHM, "obs_dim": self.obs_dim, "action_space": describe(self.action_space),
-                "agent": self.agent.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "obs_rms": self.obs_rms, "return_rms": self.return_rms, "global_step": self.global_step,
-                "stats": self.stats, "args": asdict(self.args)})
+        checkpoint = self.save()
         eval_returns = []
         if not (self.interrupted or self.failed):
             eval_returns = evaluate(self.agent, self.env_id, self.obs_rms, self.args.eval_episodes,
                                     self.args.seed + 10_000, self.device)
-        return write_summary(self, eval_returns, path if saved else None, train_seconds,
-                             {key: self.stats[key] for key in ("largest_kl_after_step", "rejected_steps")})
+        summary = write_summary(self, eval_returns, checkpoint, self.extra())
+        report_end(self, summary, eval_returns)
+        return summary
 
 
 # ----------------------------------------------------------------------- checks of flags and env
@@ -674,6 +693,7 @@ FLAG_RULES = {
     "torch_threads": "count", "gamma": "fraction", "gae_lambda": "fraction", "learning_rate": "positive",
     "cg_iters": "count", "backtrack_iters": "count", "critic_epochs": "count", "num_minibatches": "count",
     "max_kl": "positive", "cg_damping": "non-negative", "backtrack_coef": "open fraction",
+    "checkpoint_every": "non-negative",
 }
 
 
@@ -759,22 +779,52 @@ def describe(action_space: gym.Space) -> str:
     return f"Box{action_space.shape}"
 
 
+class SaveError(Exception):
+    """A file of the run could not be written (a full disk, a directory not writable): reported as
+    one line on stderr, exit status 1. What was saved before it is intact."""
+
+
+def write_atomically(path: str, write) -> None:
+    """write(a temporary file), then rename it over path: a crash or a full disk in the middle
+    leaves the file that was there whole. SaveError, naming the path and the problem, otherwise."""
+    try:
+        write(path + ".tmp")
+        os.replace(path + ".tmp", path)
+    except (OSError, RuntimeError) as e:  # torch.save reports a failed write as a RuntimeError
+        if os.path.exists(path + ".tmp"):
+            os.remove(path + ".tmp")
+        raise SaveError(f"cannot write {path}: {getattr(e, 'strerror', None) or str(e).splitlines()[0]}") from None
+
+
 def save_checkpoint(path: str, state: dict) -> None:
-    torch.save(state, path + ".tmp")
-    os.replace(path + ".tmp", path)  # never leave a half-written checkpoint behind
+    write_atomically(path, lambda tmp: torch.save(state, tmp))
+
+
+def checkpoint_file(path: str) -> str:
+    """The checkpoint --resume or --eval-checkpoint names: the file, or the newest .pt file in the
+    run directory given; UsageError if there is none."""
+    if os.path.isdir(path):
+        found = sorted((os.path.join(path, name) for name in os.listdir(path) if name.endswith(".pt")),
+                       key=os.path.getmtime)
+        if not found:
+            raise UsageError(f"{path} holds no checkpoint (.pt file)")
+        return found[-1]
+    if not os.path.isfile(path):
+        raise UsageError(f"checkpoint {path} does not exist")
+    return path
 
 
 def load_checkpoint(path: str, obs_dim: int, action_space: gym.Space, device: torch.device) -> dict:
-    """Load a checkpoint, checking that it exists and fits the env; raise UsageError otherwise."""
-    if not os.path.isfile(path):
-        raise UsageError(f"checkpoint {path} does not exist")
+    """Load a checkpoint, checking that it exists, is whole and fits the env; UsageError otherwise."""
+    path = checkpoint_file(path)
     try:
         checkpoint = torch.load(path, map_location=device, weights_only=False)
         trained = (checkpoint["obs_dim"], checkpoint["action_space"])
         if checkpoint["algorithm"] != ALGORITHM:
             raise ValueError(f"it was written by {checkpoint['algorithm']}.py")
     except Exception as e:
-        raise UsageError(f"{path} is not a checkpoint of {ALGORITHM}.py ({type(e).__name__}: {e})") from None
+        raise UsageError(f"{path} is not a whole checkpoint of {ALGORITHM}.py ({type(e).__name__}: "
+                         f"{str(e).split('. ')[0]})") from None
     if trained != (obs_dim, describe(action_space)):
         raise UsageError(f"checkpoint {path} was trained on {checkpoint['args']['env_id']} "
                          f"({trained[0]} observations, actions {trained[1]}), which does not match this env "
@@ -790,7 +840,7 @@ def defaults_from_checkpoint(argv: list[str]) -> Args:
         if flag in ("--resume", "--eval-checkpoint"):
             path = value or (argv[i + 1] if i + 1 < len(argv) else "")
             try:
-                checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+                checkpoint = torch.load(checkpoint_file(path), map_location="cpu", weights_only=False)
                 saved = checkpoint["args"] if checkpoint["algorithm"] == ALGORITHM else {}
             except Exception:
                 return Args()  # a bad path or another script's checkpoint is reported, once parsed, by load_checkpoint
@@ -813,11 +863,31 @@ def seed_everything(seed: int, deterministic: bool) -> None:
 def make_run_dir(args: Args) -> str:
     """runs/{env_id}__{exp_name}__{seed}__{unix time}, or a resumed checkpoint's own directory."""
     if args.resume:
-        return os.path.dirname(os.path.abspath(args.resume))
+        return os.path.dirname(os.path.abspath(checkpoint_file(args.resume)))
     safe_id = args.env_id.replace("/", "_").replace(":", "_")
     run_dir = os.path.join(args.runs_dir, f"{safe_id}__{args.exp_name}__{args.seed}__{int(time.time())}")
-    os.makedirs(run_dir, exist_ok=True)
+    try:
+        os.makedirs(run_dir, exist_ok=True)
+    except OSError as e:
+        raise SaveError(f"cannot make the run directory {run_dir}: {e.strerror}") from None
     return run_dir
+
+
+class Writer(SummaryWriter):
+    """tensorboard's writer, reporting a write that fails (a full disk) as a SaveError. Its thread
+    that writes in the background dies quietly then: the next call says what went wrong."""
+
+    def add_scalar(self, *args, **kwargs):
+        try:
+            super().add_scalar(*args, **kwargs)
+        except OSError as e:
+            raise SaveError(f"cannot write the tensorboard log in {self.log_dir}: {e.strerror}") from None
+
+
+def quiet_full_disk(hook_args) -> None:
+    """threading.excepthook, silent about a thread that failed to write (Writer reports it)."""
+    if not issubclass(hook_args.exc_type, OSError):
+        sys.__excepthook__(hook_args.exc_type, hook_args.exc_value, hook_args.exc_traceback)
 
 
 def open_writer(args: Args, run_dir: str) -> SummaryWriter:
@@ -826,9 +896,14 @@ def open_writer(args: Args, run_dir: str) -> SummaryWriter:
         import wandb
         wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, sync_tensorboard=True,
                    config=asdict(args), name=os.path.basename(run_dir), save_code=True)
-    writer = SummaryWriter(run_dir)
-    writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" +
-                    "\n".join(f"|{key}|{value}|" for key, value in asdict(args).items()))
+    import threading
+    threading.excepthook = quiet_full_disk
+    try:
+        writer = Writer(run_dir)
+        writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" +
+                        "\n".join(f"|{key}|{value}|" for key, value in asdict(args).items()))
+    except OSError as e:
+        raise SaveError(f"cannot write the tensorboard log in {run_dir}: {e.strerror}") from None
     return writer
 
 
@@ -850,58 +925,67 @@ def print_progress(step: int, total: int, recent_returns, sps: float) -> None:
           f" | {sps:7,.0f} steps/s | ETA {format_seconds(max(total - step, 0) / max(sps, 1e-9))}", flush=True)
 
 
-class StopOnSigint:
-    """While active, the first Ctrl-C only asks the loop to stop (it saves a checkpoint at the
-    end of the current update); a second Ctrl-C interrupts at once."""
+class StopOnSignal:
+    """While active, the first Ctrl-C (SIGINT) or SIGTERM only asks the loop to stop: it saves a
+    checkpoint at the end of the current update. A second one interrupts at once."""
 
     def __enter__(self):
-        self.requested = False
-        self.previous = signal.signal(signal.SIGINT, self._handle)
+        self.requested = None  # the name of the signal that asked, once one has
+        self.previous = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGINT, signal.SIGTERM)}
         return self
 
     def _handle(self, signum, frame):
         if self.requested:
             raise KeyboardInterrupt
-        self.requested = True
-        print("\nCtrl-C: stopping after this update (again to abort without saving)", flush=True)
+        self.requested = signal.Signals(signum).name
+        what = "Ctrl-C" if signum == signal.SIGINT else "SIGTERM"
+        print(f"\n{what}: stopping after this update (again to abort without saving)", flush=True)
 
     def __exit__(self, *exc):
-        signal.signal(signal.SIGINT, self.previous)
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
 
 
-def write_summary(run: Run, eval_returns: list[float], checkpoint: Optional[str], train_seconds: float,
-                  extra: Optional[dict] = None) -> dict:
+def write_summary(run: Run, eval_returns: list[float], checkpoint: Optional[str], extra: Optional[dict] = None,
+                  in_progress: bool = False) -> dict:
     """summary.json, what the benchmark and other tools read, with an algorithm's own fields in
-    extra; the run's last line on the terminal."""
+    extra; in_progress while training goes on (a run killed then reads as interrupted)."""
+    recent, seconds = run.recent_returns, run.last_save - run.start_time
+    summary = {
+        "algorithm": ALGORITHM, "env_id": run.args.env_id, "seed": run.args.seed, "global_step": run.global_step,
+        "wall_seconds": run.stats["wall_seconds"], "sps": (run.global_step - run.start_step) / max(seconds, 1e-9),
+        "final_return": float(np.mean(recent)) if recent else None,
+        "eval_return": float(np.mean(eval_returns)) if eval_returns else None,
+        "eval_return_std": float(np.std(eval_returns)) if eval_returns else None,
+        "reward_threshold": run.threshold, "steps_to_threshold": run.stats["steps_to_threshold"],
+        "seconds_to_threshold": run.stats["seconds_to_threshold"], "in_progress": in_progress,
+        "interrupted": run.interrupted or in_progress, "signal": run.stopped_by, "failed": run.failed,
+        "checkpoint": checkpoint, "run_dir": run.run_dir, **(extra or {}), "args": asdict(run.args),
+    }
+
+    def write(tmp):
+        with open(tmp, "w") as f:
+            json.dump(summary, f, indent=2)
+    write_atomically(os.path.join(run.run_dir, "summary.json"), write)
+    return summary
+
+
+def report_end(run: Run, summary: dict, eval_returns: list[float]) -> None:
+    """The run's last words: the evaluation to tensorboard, the writers closed, a line on the terminal."""
     for i, episodic_return in enumerate(eval_returns):
         run.writer.add_scalar("eval/episodic_return", episodic_return, i)
     run.writer.close()
     if run.args.track:
         import wandb
         wandb.finish()
-    recent = run.recent_returns
-    summary = {
-        "algorithm": ALGORITHM, "env_id": run.args.env_id, "seed": run.args.seed, "global_step": run.global_step,
-        "wall_seconds": run.stats["wall_seconds"], "sps": (run.global_step - run.start_step) / train_seconds,
-        "final_return": float(np.mean(recent)) if recent else None,
-        "eval_return": float(np.mean(eval_returns)) if eval_returns else None,
-        "eval_return_std": float(np.std(eval_returns)) if eval_returns else None,
-        "reward_threshold": run.threshold, "steps_to_threshold": run.stats["steps_to_threshold"],
-        "seconds_to_threshold": run.stats["seconds_to_threshold"],
-        "interrupted": run.interrupted, "failed": run.failed, "checkpoint": checkpoint, "run_dir": run.run_dir,
-        **(extra or {}), "args": asdict(run.args),
-    }
-    with open(os.path.join(run.run_dir, "summary.json"), "w") as f:
-        json.dump(summary, f, indent=2)
     if run.interrupted:
-        resume_hint = f"; continue with --resume {checkpoint}" if checkpoint else ""
+        resume_hint = f"; continue with --resume {summary['checkpoint']}" if summary["checkpoint"] else ""
         print(f"interrupted at step {run.global_step:,}{resume_hint}", flush=True)
     elif not run.failed:
-        final = f"{summary['final_return']:.1f}" if recent else "no episode finished"
+        final = f"{summary['final_return']:.1f}" if run.recent_returns else "no episode finished"
         print(f"eval: mean return {summary['eval_return']:.1f} ± {summary['eval_return_std']:.1f} over "
               f"{len(eval_returns)} {GREEDY} episodes (training: {final}, {summary['wall_seconds']:.1f}s, "
               f"{summary['sps']:,.0f} steps/s)", flush=True)
-    return summary
 
 
 # ------------------------------------------------------------------------------------ evaluation
@@ -942,7 +1026,7 @@ def evaluate_checkpoint(args: Args) -> list[float]:
     checkpoint = load_checkpoint(args.eval_checkpoint, obs_dim, action_space, device)
     agent = Agent(obs_dim, action_space).to(device)
     agent.load_state_dict(checkpoint["agent"])
-    video_dir = (os.path.join(os.path.dirname(os.path.abspath(args.eval_checkpoint)), "videos", "eval")
+    video_dir = (os.path.join(os.path.dirname(os.path.abspath(checkpoint_file(args.eval_checkpoint))), "videos", "eval")
                  if args.capture_video else None)
     returns = evaluate(agent, env_id, checkpoint["obs_rms"], args.eval_episodes, args.seed + 10_000, device,
                        video_dir)
@@ -959,10 +1043,15 @@ if __name__ == "__main__":
         else:
             summary = train(cli_args)
             signal.signal(signal.SIGINT, signal.SIG_IGN)  # the run is over: a late Ctrl-C has nothing to stop
-            sys.exit(130 if summary["interrupted"] else 1 if summary["failed"] else 0)
+            # 143 (128 + 15) after SIGTERM, as a process it killed reports, 130 (128 + 2) after Ctrl-C
+            sys.exit(143 if summary["signal"] == "SIGTERM" else 130 if summary["interrupted"]
+                     else 1 if summary["failed"] else 0)
     except UsageError as error:
         print(f"{ALGORITHM}.py: error: {error}", file=sys.stderr)
         sys.exit(2)
+    except SaveError as error:
+        print(f"{ALGORITHM}.py: error: {error}", file=sys.stderr)
+        sys.exit(1)
     except KeyboardInterrupt:
         print("aborted without saving", file=sys.stderr)
         sys.exit(130)
