@@ -33,6 +33,7 @@ Reading map: clipped_policy_loss (L^CLIP, approximate KL, clipfrac), Agent (π_�
 and ppo_step, make_batch (log π_θold, Â_t, R̂_t), train(): down to the PLUMBING banner. Tests show
 the math: tests/test_ppo.py (the clip blocks the gradient only in the direction it forbids; ρ_t = 1
 on the first minibatch only; --target-kl stops the epochs), tests/test_gae.py.
+make_env turns Discrete (one-hot), Tuple and Dict observations into one vector, as Box ones are.
 
 References:
     Schulman et al. (2017). Proximal Policy Optimization Algorithms. arXiv:1707.06347
@@ -112,9 +113,9 @@ def compute_gae(rewards, values, next_values, terminations, truncations, gamma: 
     """GAE Â_t over a rollout of shape (T,) or (T, N). next_values[t] is V_φ(s_{t+1}) of the true
     successor: a termination zeroes it, a truncation keeps it (the return the time limit cut off
     is bootstrapped). Either one stops the recursion at the episode's end."""
-    not_terminated = 1.0 - terminations.float()
     not_done = 1.0 - torch.maximum(terminations.float(), truncations.float())
-    deltas = rewards + gamma * not_terminated * next_values - values  # δ_t
+    # δ_t; a terminated successor has no value: where, not (1 - term) ·, since 0 · NaN is NaN
+    deltas = rewards + gamma * torch.where(terminations.bool(), 0.0, next_values) - values
     advantages = torch.zeros_like(deltas)
     next_advantage = torch.zeros_like(deltas[0])
     for t in reversed(range(len(deltas))):  # Â_t = δ_t + γλ(1 - done_t) Â_{t+1}
@@ -194,7 +195,7 @@ class Agent(nn.Module):
 
 # ----------------------------------------------------------------------------------- the update
 def ppo_update(agent: Agent, optimizer: torch.optim.Optimizer, batch: dict, args: Hyperparameters,
-               average_=None) -> dict:
+               average_=None) -> dict:  # average_: see torchrun, below PLUMBING (None: one process)
     """Epochs of minibatch steps over the batch (flat tensors), stopped early by --target-kl; the
     losses, averaged over the minibatches of the last epoch that took a step."""
     batch_size, last_epoch, names, epochs, stopped_early = len(batch["obs"]), [], (), 0, False
@@ -218,8 +219,7 @@ def ppo_update(agent: Agent, optimizer: torch.optim.Optimizer, batch: dict, args
 
 def ppo_step(agent: Agent, optimizer: torch.optim.Optimizer, batch: dict, args: Hyperparameters,
              average_=None) -> Optional[dict]:
-    """One gradient step on L(θ, φ) over a minibatch; its losses, or None and no step if --target-kl
-    stops the update. average_: see the torchrun section below PLUMBING (None in one process)."""
+    """One gradient step on L(θ, φ) over a minibatch: its losses, or None if --target-kl stops."""
     advantages = batch["advantages"]
     if args.norm_adv:
         advantages = (advantages - advantages.mean()) / (advantages.std(correction=0) + 1e-8)
@@ -254,11 +254,11 @@ def ppo_step(agent: Agent, optimizer: torch.optim.Optimizer, batch: dict, args: 
 def make_env(env_id: str, video_dir: Optional[str] = None):
     """A thunk building one env that records its episodes' statistics (and videos, to video_dir)."""
     def thunk():
+        env = gym.make(env_id, render_mode="rgb_array") if video_dir else gym.make(env_id)
         if video_dir:
-            env = gym.make(env_id, render_mode="rgb_array")
             env = gym.wrappers.RecordVideo(env, video_dir, disable_logger=True)
-        else:
-            env = gym.make(env_id)
+        if not isinstance(env.observation_space, gym.spaces.Box):  # Discrete, Tuple, Dict...: one
+            env = gym.wrappers.FlattenObservation(env)             # vector, one-hot per Discrete
         return gym.wrappers.RecordEpisodeStatistics(env)
     return thunk
 
@@ -381,7 +381,10 @@ class Args(Hyperparameters):
     eval_checkpoint: Optional[str] = None
     """evaluate this checkpoint instead of training"""
     eval_episodes: int = 10
-    """episodes, acting greedily, to evaluate with after training or with --eval-checkpoint"""
+    """episodes to evaluate with after training or with --eval-checkpoint"""
+    eval_greedy: bool = True
+    """evaluate with the greedy action (the mean, for a Gaussian); --no-eval-greedy samples actions
+    from the policy, for envs whose best policy is random"""
 
 
 class Run:
@@ -395,7 +398,7 @@ class Run:
         validate_args(args, FLAG_RULES)
         self.processes = Processes(args)  # this one among those torchrun started, or alone
         self.args = args
-        self.env_id, self.obs_dim, self.action_space, self.threshold = check_env(args.env_id)
+        self.env_id, self.obs_dim, self.action_space, self.threshold = check_env(args.env_id, args.capture_video)
         torch.set_num_threads(args.torch_threads)
         self.device = self.processes.device
         self.checkpoint = None
@@ -520,8 +523,11 @@ class Run:
         checkpoint = self.save()
         eval_returns = []
         if not (self.interrupted or self.failed):
-            eval_returns = evaluate(self.agent, self.env_id, self.args.eval_episodes, self.args.seed + 10_000,
-                                    self.device)
+            try:
+                eval_returns = evaluate(self.agent, self.env_id, self.args.eval_episodes,
+                                        self.args.seed + 10_000, self.device, self.args.eval_greedy)
+            except KeyboardInterrupt:  # Ctrl-C: the checkpoint is saved, only the evaluation is cut short
+                self.stopped_by = "SIGINT"
         summary = write_summary(self, eval_returns, checkpoint)
         report_end(self, summary, eval_returns)
         return summary
@@ -557,6 +563,8 @@ def validate_args(args: Args, flag_rules: dict) -> None:
             raise UsageError(f"--{name.replace('_', '-')} must {requirement}, got {getattr(args, name)}")
     if args.resume and args.eval_checkpoint:
         raise UsageError("give either --resume or --eval-checkpoint, not both")
+    if "/" in args.exp_name or os.sep in args.exp_name:
+        raise UsageError(f"--exp-name {args.exp_name} names the checkpoint file: it cannot hold '/'")
     for flag, package in (("capture_video", "moviepy"), ("track", "wandb")):
         if getattr(args, flag):
             try:
@@ -569,14 +577,17 @@ def resolve_env_id(env_id: str) -> str:
     """Return an id gymnasium.make accepts; raise UsageError if there is none.
 
     `module:EnvName-v0` is gymnasium's own form: importing the module registers the env. As a
-    convenience, `module:ClassName` naming a gymnasium.Env subclass is registered on the fly.
+    convenience, `module:ClassName` naming a gymnasium.Env subclass is registered on the fly, as
+    `module.ClassName`.
     """
     module_name, _, name = env_id.rpartition(":")
     try:
         if module_name:
             env_class = getattr(importlib.import_module(module_name), name, None)
-            if name not in gym.registry and isinstance(env_class, type) and issubclass(env_class, gym.Env):
-                gym.register(id=name, entry_point=env_class)
+            if isinstance(env_class, type) and issubclass(env_class, gym.Env):
+                name = f"{module_name}.{name}"  # not `name`: the module may register `name-v0`
+                if name not in gym.registry:
+                    gym.register(id=name, entry_point=env_class)
         gym.spec(name)  # raises, with gymnasium's "did you mean", for an unknown id
     except ImportError as e:
         raise UsageError(f"cannot import the module of --env-id {env_id}: {e}") from None
@@ -595,18 +606,44 @@ def check_spaces(env: gym.Env) -> tuple[int, gym.Space]:
     if not isinstance(action_space, gym.spaces.Discrete):
         raise UsageError(f"{name} has a {type(action_space).__name__} action space; {ALGORITHM}.py needs "
                          "a Discrete one")
-    obs_space = env.observation_space
-    if not (isinstance(obs_space, gym.spaces.Box) and len(obs_space.shape) == 1):
-        raise UsageError(f"{name} has observation space {obs_space}; {ALGORITHM}.py needs a flat Box "
-                         "(vector) observation: flatten it with a wrapper first")
-    return obs_space.shape[0], action_space
+    problem = observation_problem(env.observation_space)
+    if problem:
+        raise UsageError(f"{name} observes {problem}; {ALGORITHM}.py uses MLPs on vector observations: a "
+                         "flat Box, Discrete, MultiDiscrete, MultiBinary, or a Tuple or Dict of them")
+    return gym.spaces.flatdim(env.observation_space), action_space
 
 
-def check_env(env_id: str) -> tuple[str, int, gym.Space, Optional[float]]:
+def observation_problem(space: gym.Space) -> Optional[str]:
+    """Why make_env cannot turn observations from `space` into one vector, or None if it can: it
+    flattens Discrete (one-hot), MultiDiscrete, MultiBinary and flat Boxes, and Tuples and Dicts of them."""
+    if isinstance(space, gym.spaces.Box):
+        return None if len(space.shape) == 1 else f"images or matrices ({space})"
+    if isinstance(space, (gym.spaces.Discrete, gym.spaces.MultiDiscrete, gym.spaces.MultiBinary)):
+        return None
+    if isinstance(space, (gym.spaces.Tuple, gym.spaces.Dict)):
+        parts = space.spaces.values() if isinstance(space, gym.spaces.Dict) else space.spaces
+        return next(filter(None, map(observation_problem, parts)), None)
+    return f"a {type(space).__name__} space ({space})"
+
+
+def check_env(env_id: str, video: bool = False) -> tuple[str, int, gym.Space, Optional[float]]:
     """(id for gymnasium.make, observation size, action space, reward threshold or None) of the
-    env --env-id names; UsageError if there is none or this script cannot train on it."""
+    env --env-id names; UsageError if there is none, this script cannot train on it, or video is
+    asked for and the env cannot render a frame."""
+    if video and not any(os.environ.get(name) for name in ("MUJOCO_GL", "DISPLAY", "WAYLAND_DISPLAY")):
+        os.environ["MUJOCO_GL"] = "egl"  # no display: MuJoCo renders through EGL (set before it loads)
     env_id = resolve_env_id(env_id)
-    probe = gym.make(env_id)
+    try:
+        probe = gym.make(env_id, **({"render_mode": "rgb_array"} if video else {}))
+        if video:
+            probe.reset(seed=0)
+            probe.render()
+    except Exception as e:
+        if not video:
+            raise
+        raise UsageError(f"--capture-video: {env_id} cannot render ({type(e).__name__}: {e}); MuJoCo "
+                         "with no display needs EGL (Debian: apt install libegl1 libegl-mesa0) and "
+                         "MUJOCO_GL=egl, or OSMesa (libosmesa6 and MUJOCO_GL=osmesa)") from None
     obs_dim, action_space = check_spaces(probe)
     threshold = probe.spec.reward_threshold if probe.spec else None
     probe.close()
@@ -723,7 +760,7 @@ def make_run_dir(args: Args) -> str:
     try:
         os.makedirs(run_dir, exist_ok=True)
     except OSError as e:
-        raise SaveError(f"cannot make the run directory {run_dir}: {e.strerror}") from None
+        raise UsageError(f"cannot make the run directory {run_dir}: {e.strerror}") from None
     return run_dir
 
 
@@ -811,6 +848,7 @@ def write_summary(run: Run, eval_returns: list[float], checkpoint: Optional[str]
         "final_return": float(np.mean(recent)) if recent else None,
         "eval_return": float(np.mean(eval_returns)) if eval_returns else None,
         "eval_return_std": float(np.std(eval_returns)) if eval_returns else None,
+        "eval_mode": "greedy" if run.args.eval_greedy else "sampled",
         "reward_threshold": run.threshold, "steps_to_threshold": run.stats["steps_to_threshold"],
         "seconds_to_threshold": run.stats["seconds_to_threshold"], "in_progress": in_progress,
         "interrupted": run.interrupted or in_progress, "signal": run.stopped_by, "failed": run.failed,
@@ -835,22 +873,32 @@ def report_end(run: Run, summary: dict, eval_returns: list[float]) -> None:
     if run.interrupted:
         resume_hint = f"; continue with --resume {summary['checkpoint']}" if summary["checkpoint"] else ""
         print(f"interrupted at step {run.global_step:,}{resume_hint}", flush=True)
+    elif run.stopped_by:
+        print(f"evaluation stopped by Ctrl-C; training finished at step {run.global_step:,}, checkpoint "
+              f"{summary['checkpoint']}", flush=True)
     elif not run.failed:
         final = f"{summary['final_return']:.1f}" if run.recent_returns else "no episode finished"
         print(f"eval: mean return {summary['eval_return']:.1f} ± {summary['eval_return_std']:.1f} over "
-              f"{len(eval_returns)} {GREEDY} episodes (training: {final}, {summary['wall_seconds']:.1f}s, "
-              f"{summary['sps']:,.0f} steps/s)", flush=True)
+              f"{len(eval_returns)} {acting(run.args)} episodes (training: {final}, "
+              f"{summary['wall_seconds']:.1f}s, {summary['sps']:,.0f} steps/s)", flush=True)
 
 
 # ------------------------------------------------------------------------------------ evaluation
 GREEDY = "greedy"  # how evaluation acts, in messages: argmax_a π_θ(a|s)
 
 
+def acting(args: Args) -> str:
+    """How evaluation acts, in messages."""
+    return GREEDY if args.eval_greedy else "sampled"
+
+
 def evaluate(agent: Agent, env_id: str, episodes: int, seed: int, device: torch.device,
-             video_dir: Optional[str] = None) -> list[float]:
-    """Returns of `episodes` episodes with the greedy action argmax_a π_θ(a|s)."""
+             greedy: bool = True, video_dir: Optional[str] = None) -> list[float]:
+    """Returns of `episodes` episodes with the greedy action argmax_a π_θ(a|s), or with actions
+    sampled from π_θ if not greedy."""
     env = make_env(env_id, video_dir=video_dir)()
-    space = env.action_space
+    torch.manual_seed(seed)  # sampled actions are the same each time
+    space, act = env.action_space, agent.greedy_action if greedy else agent.sample_action
     returns = []
     obs, _ = env.reset(seed=seed)
     for _ in range(episodes):
@@ -858,7 +906,7 @@ def evaluate(agent: Agent, env_id: str, episodes: int, seed: int, device: torch.
         while not done:
             with torch.inference_mode():
                 obs_tensor = torch.as_tensor(np.asarray(obs, dtype=np.float32), device=device)
-                action = int(agent.greedy_action(obs_tensor)) + int(space.start)
+                action = int(act(obs_tensor)) + int(space.start)
             obs, reward, terminated, truncated, _ = env.step(action)
             episodic_return += float(reward)
             done = terminated or truncated
@@ -869,11 +917,11 @@ def evaluate(agent: Agent, env_id: str, episodes: int, seed: int, device: torch.
 
 
 def evaluate_checkpoint(args: Args) -> list[float]:
-    """--eval-checkpoint: load the policy saved at that path and run greedy episodes."""
+    """--eval-checkpoint: load the policy saved at that path and run episodes."""
     if int(os.environ.get("RANK", 0)):  # under torchrun, the first process alone evaluates
         return []
     validate_args(args, FLAG_RULES)
-    env_id, obs_dim, action_space, _ = check_env(args.env_id)
+    env_id, obs_dim, action_space, _ = check_env(args.env_id, args.capture_video)
     torch.set_num_threads(args.torch_threads)
     device = torch.device("cuda" if args.cuda and torch.cuda.is_available() else "cpu")
     checkpoint = load_checkpoint(args.eval_checkpoint, obs_dim, action_space, device)
@@ -881,8 +929,8 @@ def evaluate_checkpoint(args: Args) -> list[float]:
     agent.load_state_dict(checkpoint["agent"])
     video_dir = (os.path.join(os.path.dirname(os.path.abspath(checkpoint_file(args.eval_checkpoint))), "videos", "eval")
                  if args.capture_video else None)
-    returns = evaluate(agent, env_id, args.eval_episodes, args.seed + 10_000, device, video_dir)
-    print(f"eval: mean return {np.mean(returns):.1f} ± {np.std(returns):.1f} over {len(returns)} {GREEDY} "
+    returns = evaluate(agent, env_id, args.eval_episodes, args.seed + 10_000, device, args.eval_greedy, video_dir)
+    print(f"eval: mean return {np.mean(returns):.1f} ± {np.std(returns):.1f} over {len(returns)} {acting(args)} "
           f"episodes of {args.env_id} (checkpoint at step {checkpoint['global_step']:,})", flush=True)
     return returns
 
@@ -986,7 +1034,7 @@ if __name__ == "__main__":
             if summary is None:  # another rank than 0 under torchrun: rank 0 reports how the run ended
                 exit_process(0)
             # 143 (128 + 15) after SIGTERM, as a process it killed reports, 130 (128 + 2) after Ctrl-C
-            exit_process(143 if summary["signal"] == "SIGTERM" else 130 if summary["interrupted"]
+            exit_process(143 if summary["signal"] == "SIGTERM" else 130 if summary["signal"]
                          else 1 if summary["failed"] else 0)
     except UsageError as error:
         # Under torchrun the processes on one machine share flags, files and packages, so they fail

@@ -4,11 +4,11 @@ The idea this file adds to reinforce.py: subtract from each return a learned est
 return expected from its state, V_φ(s_t): the same expected gradient, and most often less variance.
 With V_φ at hand, the rewards a time limit cut off are bootstrapped from it too.
 
-Why stochastic. A random policy explores by itself, and it can be the best there is: in the game
-of rock-paper-scissors any fixed choice loses to its counter; under perceptual aliasing (states
-the agent cannot tell apart) a fixed action may suit one and fail in another. Why not finite
-differences: each of thousands of parameters would need its own noisy episodes at θ + h e_i, their
-noise divided by a small h; the estimate below takes every component from the same episodes.
+Why stochastic. A random policy explores by itself, and it can be the best there is: in Sutton and
+Barto's short corridor (ShortCorridor in tests/user_envs.py) all states look alike and one swaps
+left and right, so any fixed action loops until the time limit, while going right with probability
+0.59 arrives in 11.7 steps on average (--no-eval-greedy evaluates so). Finite differences instead
+would need noisy episodes at θ + h e_i for every parameter; ĝ takes all from the same episodes.
 
 The objective is the expected return of a trajectory τ = (s_0, a_0, r_0, s_1, a_1, r_1, ...),
 J(θ) = E_{τ ~ π_θ}[ R(τ) ] with R(τ) = Σ_t γ^t r_t. Log-derivative trick: ∇p = p ∇log p, so the
@@ -64,6 +64,7 @@ down to the PLUMBING banner. The tests show the math: tests/test_reinforce.py (o
 solved exactly, the mean of ĝ over many batches is ∇J, and reward-to-go lowers its variance).
 This file adds make_batch's V_φ(s_t) and G_T, and V_φ's fit in reinforce_update; their tests: a V
 baseline lowers the variance further, the fit finds V, only truncated episodes are bootstrapped.
+make_env turns Discrete (one-hot), Tuple and Dict observations into one vector, as Box ones are.
 
 References:
     Williams (1992). Simple Statistical Gradient-Following Algorithms for Connectionist
@@ -245,15 +246,17 @@ def reinforce_update(policy: Policy, baseline: nn.Module, optimizer: torch.optim
 # ---------------------------------------------------------------------------------- the rollout
 def make_env(env_id: str, obs_rms: Optional[RunningMeanStd] = None, update_stats: bool = True,
              video_dir: Optional[str] = None):
-    """A thunk building one env (recording videos to video_dir, if given) that normalises its
-    observations by the running statistics obs_rms, if given (shared by all envs, carried by the
+    """A thunk building one env (filming to video_dir, if given) that flattens its observations
+    into one vector and normalises them by obs_rms, if given (shared by all envs, carried by the
     checkpoint, frozen if not update_stats): s ← clip((s - mean[s]) / √(var[s] + 1e-8), -10, 10)."""
     def thunk():
+        env = gym.make(env_id, render_mode="rgb_array") if video_dir else gym.make(env_id)
+        if env.spec.max_episode_steps is None:  # REINFORCE waits for every episode's end
+            env = gym.wrappers.TimeLimit(env, max_episode_steps=10_000)
         if video_dir:
-            env = gym.make(env_id, render_mode="rgb_array")
             env = gym.wrappers.RecordVideo(env, video_dir, disable_logger=True)
-        else:
-            env = gym.make(env_id)
+        if not isinstance(env.observation_space, gym.spaces.Box):  # Discrete, Tuple, Dict...: one
+            env = gym.wrappers.FlattenObservation(env)             # vector, one-hot per Discrete
         if obs_rms is not None:
             env = gym.wrappers.NormalizeObservation(env)
             env.obs_rms, env.update_running_mean = obs_rms, update_stats
@@ -263,10 +266,8 @@ def make_env(env_id: str, obs_rms: Optional[RunningMeanStd] = None, update_stats
     return thunk
 
 
-def make_vec_env(env_id: str, num_envs: int, obs_rms,
-                 video_dir: Optional[str] = None) -> gym.vector.VectorEnv:
-    """num_envs copies in one process, autoreset in the same step (so final_obs is at hand); the
-    first records videos to video_dir, if given."""
+def make_vec_env(env_id: str, num_envs: int, obs_rms, video_dir: Optional[str] = None):
+    """num_envs copies, autoreset in the same step (final_obs at hand); the first one films."""
     thunks = [make_env(env_id, obs_rms, video_dir=video_dir if i == 0 else None)
               for i in range(num_envs)]
     return gym.vector.SyncVectorEnv(thunks, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
@@ -275,9 +276,8 @@ def make_vec_env(env_id: str, num_envs: int, obs_rms,
 def collect_batch(envs: gym.vector.VectorEnv, policy: Policy, batch_steps: int,
                   device: torch.device, episode_ended) -> list[dict]:
     """Run π_θ in every env until the batch holds batch_steps steps of complete episodes: each env
-    finishes the episode it is in; episodes it starts after that are dropped. Returns the episodes,
-    each a dict of its steps' arrays and how it ended, and reports each as episode_ended(env steps
-    into the batch, env, return, length). The batch ends with the step ending its last episode."""
+    finishes the episode it is in; later ones are dropped. Returns the episodes (steps' arrays,
+    how each ended); episode_ended(env steps into the batch, env, return, length) hears of each."""
     N, space = envs.num_envs, envs.single_action_space
     box = isinstance(space, gym.spaces.Box)
     obs, _ = envs.reset()  # each batch starts new episodes: none runs on from an older policy
@@ -381,7 +381,10 @@ class Args(Hyperparameters):
     eval_checkpoint: Optional[str] = None
     """evaluate this checkpoint instead of training"""
     eval_episodes: int = 10
-    """episodes, acting greedily, to evaluate with after training or with --eval-checkpoint"""
+    """episodes to evaluate with after training or with --eval-checkpoint"""
+    eval_greedy: bool = True
+    """evaluate with the greedy action (the mean, for a Gaussian); --no-eval-greedy samples actions
+    from the policy, for envs whose best policy is random"""
 
 
 class Run:
@@ -394,7 +397,7 @@ class Run:
         seed, make the run directory and its writer."""
         validate_args(args, FLAG_RULES)
         self.args = args
-        self.env_id, self.obs_dim, self.action_space, self.threshold = check_env(args.env_id)
+        self.env_id, self.obs_dim, self.action_space, self.threshold = check_env(args.env_id, args.capture_video)
         torch.set_num_threads(args.torch_threads)
         self.device = torch.device("cuda" if args.cuda and torch.cuda.is_available() else "cpu")
         self.checkpoint = None
@@ -519,8 +522,11 @@ class Run:
         checkpoint = self.save()
         eval_returns = []
         if not (self.interrupted or self.failed):
-            eval_returns = evaluate(self.modules["policy"], self.env_id, self.obs_rms, self.args.eval_episodes,
-                                    self.args.seed + 10_000, self.device)
+            try:
+                eval_returns = evaluate(self.modules["policy"], self.env_id, self.obs_rms, self.args.eval_episodes,
+                                        self.args.seed + 10_000, self.device, self.args.eval_greedy)
+            except KeyboardInterrupt:  # Ctrl-C: the checkpoint is saved, only the evaluation is cut short
+                self.stopped_by = "SIGINT"
         summary = write_summary(self, eval_returns, checkpoint)
         report_end(self, summary, eval_returns)
         return summary
@@ -555,6 +561,8 @@ def validate_args(args: Args, flag_rules: dict) -> None:
             raise UsageError(f"--{name.replace('_', '-')} must {requirement}, got {getattr(args, name)}")
     if args.resume and args.eval_checkpoint:
         raise UsageError("give either --resume or --eval-checkpoint, not both")
+    if "/" in args.exp_name or os.sep in args.exp_name:
+        raise UsageError(f"--exp-name {args.exp_name} names the checkpoint file: it cannot hold '/'")
     for flag, package in (("capture_video", "moviepy"), ("track", "wandb")):
         if getattr(args, flag):
             try:
@@ -567,14 +575,17 @@ def resolve_env_id(env_id: str) -> str:
     """Return an id gymnasium.make accepts; raise UsageError if there is none.
 
     `module:EnvName-v0` is gymnasium's own form: importing the module registers the env. As a
-    convenience, `module:ClassName` naming a gymnasium.Env subclass is registered on the fly.
+    convenience, `module:ClassName` naming a gymnasium.Env subclass is registered on the fly, as
+    `module.ClassName`.
     """
     module_name, _, name = env_id.rpartition(":")
     try:
         if module_name:
             env_class = getattr(importlib.import_module(module_name), name, None)
-            if name not in gym.registry and isinstance(env_class, type) and issubclass(env_class, gym.Env):
-                gym.register(id=name, entry_point=env_class)
+            if isinstance(env_class, type) and issubclass(env_class, gym.Env):
+                name = f"{module_name}.{name}"  # not `name`: the module may register `name-v0`
+                if name not in gym.registry:
+                    gym.register(id=name, entry_point=env_class)
         gym.spec(name)  # raises, with gymnasium's "did you mean", for an unknown id
     except ImportError as e:
         raise UsageError(f"cannot import the module of --env-id {env_id}: {e}") from None
@@ -591,18 +602,44 @@ def check_spaces(env: gym.Env) -> tuple[int, gym.Space]:
             or isinstance(action_space, gym.spaces.Box) and len(action_space.shape) == 1):
         raise UsageError(f"{name} has action space {action_space}; {ALGORITHM}.py needs a Discrete one "
                          "or a flat Box (vector) one")
-    obs_space = env.observation_space
-    if not (isinstance(obs_space, gym.spaces.Box) and len(obs_space.shape) == 1):
-        raise UsageError(f"{name} has observation space {obs_space}; {ALGORITHM}.py needs a flat Box "
-                         "(vector) observation: flatten it with a wrapper first")
-    return obs_space.shape[0], action_space
+    problem = observation_problem(env.observation_space)
+    if problem:
+        raise UsageError(f"{name} observes {problem}; {ALGORITHM}.py uses MLPs on vector observations: a "
+                         "flat Box, Discrete, MultiDiscrete, MultiBinary, or a Tuple or Dict of them")
+    return gym.spaces.flatdim(env.observation_space), action_space
 
 
-def check_env(env_id: str) -> tuple[str, int, gym.Space, Optional[float]]:
+def observation_problem(space: gym.Space) -> Optional[str]:
+    """Why make_env cannot turn observations from `space` into one vector, or None if it can: it
+    flattens Discrete (one-hot), MultiDiscrete, MultiBinary and flat Boxes, and Tuples and Dicts of them."""
+    if isinstance(space, gym.spaces.Box):
+        return None if len(space.shape) == 1 else f"images or matrices ({space})"
+    if isinstance(space, (gym.spaces.Discrete, gym.spaces.MultiDiscrete, gym.spaces.MultiBinary)):
+        return None
+    if isinstance(space, (gym.spaces.Tuple, gym.spaces.Dict)):
+        parts = space.spaces.values() if isinstance(space, gym.spaces.Dict) else space.spaces
+        return next(filter(None, map(observation_problem, parts)), None)
+    return f"a {type(space).__name__} space ({space})"
+
+
+def check_env(env_id: str, video: bool = False) -> tuple[str, int, gym.Space, Optional[float]]:
     """(id for gymnasium.make, observation size, action space, reward threshold or None) of the
-    env --env-id names; UsageError if there is none or this script cannot train on it."""
+    env --env-id names; UsageError if there is none, this script cannot train on it, or video is
+    asked for and the env cannot render a frame."""
+    if video and not any(os.environ.get(name) for name in ("MUJOCO_GL", "DISPLAY", "WAYLAND_DISPLAY")):
+        os.environ["MUJOCO_GL"] = "egl"  # no display: MuJoCo renders through EGL (set before it loads)
     env_id = resolve_env_id(env_id)
-    probe = gym.make(env_id)
+    try:
+        probe = gym.make(env_id, **({"render_mode": "rgb_array"} if video else {}))
+        if video:
+            probe.reset(seed=0)
+            probe.render()
+    except Exception as e:
+        if not video:
+            raise
+        raise UsageError(f"--capture-video: {env_id} cannot render ({type(e).__name__}: {e}); MuJoCo "
+                         "with no display needs EGL (Debian: apt install libegl1 libegl-mesa0) and "
+                         "MUJOCO_GL=egl, or OSMesa (libosmesa6 and MUJOCO_GL=osmesa)") from None
     obs_dim, action_space = check_spaces(probe)
     threshold = probe.spec.reward_threshold if probe.spec else None
     probe.close()
@@ -719,7 +756,7 @@ def make_run_dir(args: Args) -> str:
     try:
         os.makedirs(run_dir, exist_ok=True)
     except OSError as e:
-        raise SaveError(f"cannot make the run directory {run_dir}: {e.strerror}") from None
+        raise UsageError(f"cannot make the run directory {run_dir}: {e.strerror}") from None
     return run_dir
 
 
@@ -807,6 +844,7 @@ def write_summary(run: Run, eval_returns: list[float], checkpoint: Optional[str]
         "final_return": float(np.mean(recent)) if recent else None,
         "eval_return": float(np.mean(eval_returns)) if eval_returns else None,
         "eval_return_std": float(np.std(eval_returns)) if eval_returns else None,
+        "eval_mode": "greedy" if run.args.eval_greedy else "sampled",
         "reward_threshold": run.threshold, "steps_to_threshold": run.stats["steps_to_threshold"],
         "seconds_to_threshold": run.stats["seconds_to_threshold"], "in_progress": in_progress,
         "interrupted": run.interrupted or in_progress, "signal": run.stopped_by, "failed": run.failed,
@@ -831,22 +869,31 @@ def report_end(run: Run, summary: dict, eval_returns: list[float]) -> None:
     if run.interrupted:
         resume_hint = f"; continue with --resume {summary['checkpoint']}" if summary["checkpoint"] else ""
         print(f"interrupted at step {run.global_step:,}{resume_hint}", flush=True)
+    elif run.stopped_by:
+        print(f"evaluation stopped by Ctrl-C; training finished at step {run.global_step:,}, checkpoint "
+              f"{summary['checkpoint']}", flush=True)
     elif not run.failed:
         final = f"{summary['final_return']:.1f}" if run.recent_returns else "no episode finished"
         print(f"eval: mean return {summary['eval_return']:.1f} ± {summary['eval_return_std']:.1f} over "
-              f"{len(eval_returns)} {GREEDY} episodes (training: {final}, {summary['wall_seconds']:.1f}s, "
-              f"{summary['sps']:,.0f} steps/s)", flush=True)
+              f"{len(eval_returns)} {acting(run.args)} episodes (training: {final}, "
+              f"{summary['wall_seconds']:.1f}s, {summary['sps']:,.0f} steps/s)", flush=True)
 
 
 # ------------------------------------------------------------------------------------ evaluation
 GREEDY = "greedy (mean-action)"  # how evaluation acts, in messages: argmax, or the Gaussian's mean
 
 
+def acting(args: Args) -> str:
+    """How evaluation acts, in messages."""
+    return GREEDY if args.eval_greedy else "sampled"
+
+
 def evaluate(policy: Policy, env_id: str, obs_rms: Optional[RunningMeanStd], episodes: int, seed: int,
-             device: torch.device, video_dir: Optional[str] = None) -> list[float]:
-    """Raw returns of `episodes` episodes with the greedy action (the mean, for a Gaussian),
-    observations normalised by the frozen obs_rms."""
+             device: torch.device, greedy: bool = True, video_dir: Optional[str] = None) -> list[float]:
+    """Raw returns of `episodes` episodes with the greedy action (the mean, for a Gaussian), or
+    with actions sampled from the policy if not greedy; observations normalised by the frozen obs_rms."""
     env = make_env(env_id, obs_rms, update_stats=False, video_dir=video_dir)()
+    torch.manual_seed(seed)  # sampled actions are the same each time
     space = env.action_space
     returns = []
     obs, _ = env.reset(seed=seed)
@@ -855,7 +902,7 @@ def evaluate(policy: Policy, env_id: str, obs_rms: Optional[RunningMeanStd], epi
         while not done:
             with torch.inference_mode():
                 obs_tensor = torch.as_tensor(np.asarray(obs, dtype=np.float32), device=device)
-                action = policy.greedy_action(obs_tensor).cpu().numpy()
+                action = (policy.greedy_action if greedy else policy.sample_action)(obs_tensor).cpu().numpy()
             action = (np.clip(action, space.low, space.high) if isinstance(space, gym.spaces.Box)
                       else int(action) + int(space.start))
             obs, reward, terminated, truncated, _ = env.step(action)
@@ -868,9 +915,9 @@ def evaluate(policy: Policy, env_id: str, obs_rms: Optional[RunningMeanStd], epi
 
 
 def evaluate_checkpoint(args: Args) -> list[float]:
-    """--eval-checkpoint: load the policy and normalisation saved at that path and run greedy episodes."""
+    """--eval-checkpoint: load the policy and normalisation saved at that path and run episodes."""
     validate_args(args, FLAG_RULES)
-    env_id, obs_dim, action_space, _ = check_env(args.env_id)
+    env_id, obs_dim, action_space, _ = check_env(args.env_id, args.capture_video)
     torch.set_num_threads(args.torch_threads)
     device = torch.device("cuda" if args.cuda and torch.cuda.is_available() else "cpu")
     checkpoint = load_checkpoint(args.eval_checkpoint, obs_dim, action_space, device)
@@ -879,8 +926,8 @@ def evaluate_checkpoint(args: Args) -> list[float]:
     video_dir = (os.path.join(os.path.dirname(os.path.abspath(checkpoint_file(args.eval_checkpoint))), "videos", "eval")
                  if args.capture_video else None)
     returns = evaluate(policy, env_id, checkpoint["obs_rms"], args.eval_episodes, args.seed + 10_000, device,
-                       video_dir)
-    print(f"eval: mean return {np.mean(returns):.1f} ± {np.std(returns):.1f} over {len(returns)} {GREEDY} "
+                       args.eval_greedy, video_dir)
+    print(f"eval: mean return {np.mean(returns):.1f} ± {np.std(returns):.1f} over {len(returns)} {acting(args)} "
           f"episodes of {args.env_id} (checkpoint at step {checkpoint['global_step']:,})", flush=True)
     return returns
 
@@ -894,7 +941,7 @@ if __name__ == "__main__":
             summary = train(cli_args)
             signal.signal(signal.SIGINT, signal.SIG_IGN)  # the run is over: a late Ctrl-C has nothing to stop
             # 143 (128 + 15) after SIGTERM, as a process it killed reports, 130 (128 + 2) after Ctrl-C
-            sys.exit(143 if summary["signal"] == "SIGTERM" else 130 if summary["interrupted"]
+            sys.exit(143 if summary["signal"] == "SIGTERM" else 130 if summary["signal"]
                      else 1 if summary["failed"] else 0)
     except UsageError as error:
         print(f"{ALGORITHM}.py: error: {error}", file=sys.stderr)

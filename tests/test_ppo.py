@@ -270,7 +270,7 @@ BAD_INPUTS = {
     "unknown module": (["--env-id", "no_such_module:Env-v0"], "No module named 'no_such_module'"),
     "continuous actions": (["--env-id", "Pendulum-v1"], "use ppo_continuous.py"),
     "image observations": (["--env-id", "user_envs:ImageObservation"], "flat Box"),
-    "dict observations": (["--env-id", "user_envs:DictObservation"], "flat Box"),
+    "dict observations holding an image": (["--env-id", "user_envs:DictWithImage"], "flat Box"),
     "zero envs": (["--num-envs", "0"], "--num-envs must be positive"),
     "negative steps": (["--num-steps", "-5"], "--num-steps must be positive"),
     "indivisible batch": (["--num-envs", "3", "--num-steps", "5", "--num-minibatches", "4"], "does not split"),

@@ -154,7 +154,98 @@ class TwoStepChain(gym.Env):
         return np.eye(3, dtype=np.float32)[0], self.SECOND_REWARDS[self.state][int(action)], True, False, {}
 
 
+class ShortCorridor(gym.Env):
+    """Sutton and Barto's short corridor with switched actions (Example 13.1): states 0, 1, 2 and the
+    goal 3, all observed alike (a constant observation); left and right move one state, except in
+    state 1, where they are swapped. -1 a step. Every deterministic policy loops until the time limit;
+    the best stochastic one goes right with probability 2 - √2 ≈ 0.59, for a return of about -11.7."""
+
+    observation_space = gym.spaces.Box(0.0, 1.0, (1,), np.float32)
+    action_space = gym.spaces.Discrete(2)  # 0 left, 1 right
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.state = 0
+        return np.ones(1, np.float32), {}
+
+    def step(self, action):
+        move = 1 if int(action) == 1 else -1
+        self.state = max(0, self.state + (-move if self.state == 1 else move))
+        return np.ones(1, np.float32), -1.0, self.state == 3, False, {}
+
+
+def short_corridor_value(p_right: float) -> float:
+    """The expected return from state 0 of the policy going right with probability p (no time limit):
+    v0 = -1 + p v1 + (1-p) v0, v1 = -1 + p v0 + (1-p) v2, v2 = -1 + p 0 + (1-p) v1."""
+    p = p_right
+    matrix = np.array([[p, -p, 0.0], [-p, 1.0, p - 1.0], [0.0, p - 1.0, 1.0]])
+    return float(np.linalg.solve(matrix, -np.ones(3))[0])
+
+
+class NaNAtTermination(Identity):
+    """Identity whose final observation, at the termination after 20 steps, is NaN: its value must
+    not enter the advantages (a terminated successor has none)."""
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = super().step(action)
+        return (np.full_like(obs, np.nan) if terminated else obs), reward, terminated, truncated, info
+
+
+class DictOfBoxes(gym.Env):
+    """A Dict observation of two Boxes, {"target": the one-hot target, "noise": two uniform numbers};
+    Discrete(4) actions as Identity, or with continuous=True the Box(2) actions of ContinuousIdentity
+    (the target a point). 20 steps an episode."""
+
+    def __init__(self, continuous: bool = False):
+        self.continuous = continuous
+        size = 2 if continuous else 4
+        self.observation_space = gym.spaces.Dict({
+            "target": gym.spaces.Box(-1.0, 1.0, (size,), np.float32),
+            "noise": gym.spaces.Box(0.0, 1.0, (2,), np.float32)})
+        self.action_space = (gym.spaces.Box(-1.0, 1.0, (2,), np.float32) if continuous
+                             else gym.spaces.Discrete(4))
+
+    def _observe(self):
+        if self.continuous:
+            self.target = self.np_random.uniform(-0.5, 0.5, 2).astype(np.float32)
+            target = self.target.copy()
+        else:
+            self.target = int(self.np_random.integers(4))
+            target = np.eye(4, dtype=np.float32)[self.target]
+        return {"target": target, "noise": self.np_random.uniform(0, 1, 2).astype(np.float32)}
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return self._observe(), {}
+
+    def step(self, action):
+        if self.continuous:
+            reward = -float(np.sum((np.asarray(action) - self.target) ** 2))
+        else:
+            reward = float(action == self.target)
+        self.t += 1
+        return self._observe(), reward, self.t >= 20, False, {}
+
+
+class DictWithImage(Identity):
+    """A Dict observation holding an image beside a vector: refused, as a plain image is."""
+
+    def __init__(self):
+        super().__init__()
+        self.observation_space = gym.spaces.Dict({
+            "camera": gym.spaces.Box(0, 255, (8, 8, 3), np.uint8),
+            "x": gym.spaces.Box(0.0, 1.0, (4,), np.float32)})
+
+
 gym.register(id="IdentityRegistered-v0", entry_point=Identity)
 gym.register(id="Counter-v0", entry_point=Counter, max_episode_steps=5)
 gym.register(id="ContinuousIdentityRegistered-v0", entry_point=ContinuousIdentity)
 gym.register(id="ContinuousCounter-v0", entry_point=ContinuousCounter, max_episode_steps=5)
+gym.register(id="CounterForever-v0", entry_point=Counter)  # no time limit: its episodes never end
+gym.register(id="ShortCorridor-v0", entry_point=ShortCorridor, max_episode_steps=100)
+gym.register(id="DictOfBoxes-v0", entry_point=DictOfBoxes)
+gym.register(id="ContinuousDictOfBoxes-v0", entry_point=DictOfBoxes, kwargs={"continuous": True})
+# FrozenLake-v1's 4x4 map without the slippery ice: every move goes where it points.
+gym.register(id="FrozenLakeNotSlippery-v0", entry_point="gymnasium.envs.toy_text.frozen_lake:FrozenLakeEnv",
+             kwargs={"map_name": "4x4", "is_slippery": False}, max_episode_steps=100, reward_threshold=0.9)
