@@ -23,8 +23,6 @@ import trpo
 import user_envs
 from conftest import ROOT, TESTS, check_usage_error, learning_seeds, run_script
 
-DISCRETE_ACTIONS = ["reinforce.py", "reinforce_baseline.py", "a2c.py", "trpo.py", "ppo.py"]
-
 
 def summary_of(runs_dir: str) -> dict:
     (path,) = glob.glob(os.path.join(runs_dir, "*", "summary.json"))
@@ -80,8 +78,8 @@ def short_run(script: str, env_id: str, runs_dir: str, short_rollouts: bool = Tr
     ("ppo.py", "user_envs:DictOfBoxes-v0"), ("a2c.py", "user_envs:ContinuousDictOfBoxes-v0"),
     ("ppo_continuous.py", "user_envs:ContinuousDictOfBoxes-v0")])
 def test_tuple_and_dict_observations_train(script, env_id, runs_dir):
-    """Every script takes the flattened observations (its own tests cover the rest of its pairs:
-    make_env and check_spaces are the same code in all of them, tests/test_ladder.py)."""
+    """Every script trains on a flattened Tuple or Dict observation, with each kind of action it
+    takes (check_spaces and the flattening lines are the same in every script, tests/test_ladder.py)."""
     summary = short_run(script, env_id, runs_dir, total_timesteps=600, eval_episodes=2)
     assert summary["eval_return"] is not None and not summary["failed"]
 
