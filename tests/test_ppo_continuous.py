@@ -152,13 +152,14 @@ def test_resume_goes_on_from_the_saved_statistics(runs_dir, tmp_path):
 def test_learns_pendulum_within_a_small_budget(seed, runs_dir, record_learning):
     """40,960 steps; random actions score -1,256 ± 296 per episode (200 episodes).
 
-    Seeds 1-20 here (AMD EPYC): final (training) return min -584, median -373; evaluation min -533,
-    median -201. The bound -800 lies more than 200 below the worst of both, and 450 above random."""
+    Seeds 1-20 on AMD EPYC: final (training) return min -584, median -373; evaluation min -533,
+    median -201. Seeds 1-10 on Intel Xeon: final min -639, median -436; evaluation min -643 (seed
+    8), median -209. The bound -850 lies 200 below the worst of all, and 400 above random."""
     summary = pc.train(pc.Args(env_id="Pendulum-v1", seed=seed, total_timesteps=40_960, num_envs=4, num_steps=512,
                                gamma=0.9, learning_rate=1e-3, runs_dir=runs_dir, eval_episodes=5))
     record_learning(seed, final_return=summary["final_return"], eval_return=summary["eval_return"])
-    assert summary["final_return"] >= -800, summary["final_return"]
-    assert summary["eval_return"] >= -800, summary["eval_return"]
+    assert summary["final_return"] >= -850, summary["final_return"]
+    assert summary["eval_return"] >= -850, summary["eval_return"]
 
 
 @pytest.mark.learning
@@ -166,7 +167,8 @@ def test_learns_pendulum_within_a_small_budget(seed, runs_dir, record_learning):
 def test_learns_a_continuous_identity_env(seed, runs_dir, record_learning):
     """Acting with the mean 0 scores about -3.3 per episode; hitting the targets scores 0.
 
-    Seeds 1-20 here (AMD EPYC): min -0.10, median -0.04; the bound -0.5 is five times the worst."""
+    Seeds 1-20 on AMD EPYC: min -0.10, median -0.04; seeds 1-10 on Intel Xeon: min -0.060, median
+    -0.040. The bound -0.5 is five times the worst."""
     summary = pc.train(pc.Args(**IDENTITY, total_timesteps=8192, seed=seed, runs_dir=runs_dir, eval_episodes=10))
     record_learning(seed, eval_return=summary["eval_return"])
     assert summary["eval_return"] > -0.5
