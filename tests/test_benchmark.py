@@ -330,3 +330,40 @@ def test_speed_peers_only_for_scripts_sb3_has():
     assert result.returncode == 2 and "SB3 has no counterpart of reinforce.py" in result.stderr
     result = bench("speed.py", "--script", "a2c.py", "--nprocs", "1", "2")
     assert result.returncode == 2 and "a2c.py runs in one process" in result.stderr
+
+
+def test_env_speed_times_the_bare_env_then_the_scripts_wrappers(tmp_path):
+    common = ("--env-id", "Pendulum-v1", "--num-envs", "2", "--steps", "200", "--repeats", "2", "--out", str(tmp_path))
+    for flags in ([], ["--script", "a2c.py", "--norm-obs", "--norm-reward"]):
+        result = bench("env_speed.py", *common, *flags)
+        assert result.returncode == 0, result.stderr
+    (record,) = glob.glob(str(tmp_path / "*.jsonl"))
+    with open(record) as f:
+        entries = [json.loads(line) for line in f]
+    assert [e["wrappers"] for e in entries] == ["none (gym.make)", "a2c.py --norm-obs --norm-reward"]
+    assert all(len(e["sps"]) == 2 and e["median"] == np.median(e["sps"]) > 0 for e in entries)
+    with open(record[:-len(".jsonl")] + ".md") as f:
+        assert "| Pendulum-v1 | 2 | a2c.py --norm-obs --norm-reward |" in f.read()
+
+
+def test_env_speed_builds_the_scripts_own_wrappers():
+    import env_speed
+    for script, norm_obs, expected in (("a2c.py", True, {"NormalizeObservation"}), ("ppo.py", False, set())):
+        envs = env_speed.script_vec_env(env_speed.Args(env_id="Pendulum-v1", num_envs=2, script=script,
+                                                       norm_obs=norm_obs))
+        names, env = set(), envs.envs[0]
+        while hasattr(env, "env"):
+            names.add(type(env).__name__)
+            env = env.env
+        envs.close()
+        assert len(envs.envs) == 2 and "RecordEpisodeStatistics" in names
+        assert names & {"NormalizeObservation", "NormalizeReward"} == expected
+
+
+@pytest.mark.parametrize("flags, message", [(["--norm-obs"], "need --script"),
+                                            (["--script", "ppo.py", "--norm-obs"], "ppo.py does not normalise"),
+                                            (["--env-id", "NoSuchEnv-v0"], "NoSuchEnv"),
+                                            (["--repeats", "0"], "must be positive")])
+def test_env_speed_bad_flags_are_one_line_and_exit_2(flags, message, tmp_path):
+    result = bench("env_speed.py", *flags, "--out", str(tmp_path))
+    assert result.returncode == 2 and message in result.stderr and result.stderr.count("\n") == 1, result.stderr
