@@ -114,22 +114,30 @@ def test_observation_problem_names_what_cannot_be_flattened():
 
 
 # -------------------------------------------------------------------------- toy-text, learned
-FROZEN_LAKE_BUDGETS = {"reinforce.py": 20_000, "a2c.py": 20_000, "ppo.py": 20_000}
+# An entropy bonus for a2c.py and ppo.py, and raw advantages for ppo.py: see the test's docstring.
+FROZEN_LAKE_FLAGS = {"reinforce.py": {}, "a2c.py": {"ent_coef": 0.01}, "ppo.py": {"ent_coef": 0.01, "norm_adv": False}}
 
 
 @pytest.mark.learning
-@pytest.mark.parametrize("script", list(FROZEN_LAKE_BUDGETS))
+@pytest.mark.parametrize("script", list(FROZEN_LAKE_FLAGS))
 @pytest.mark.parametrize("seed", learning_seeds(1))
 def test_frozen_lake_is_solved(script, seed, runs_dir, record_learning):
     """FrozenLake-v1's 4x4 map without slipping (tests/user_envs.py: FrozenLakeNotSlippery-v0):
     reward 1 at the goal, 0 elsewhere. Greedy success rate over 10 episodes at least 0.9 after
-    20,000 steps. On seeds 1-10 (Intel Xeon, benchmark/results/envs/frozen_lake.txt) all three
-    scripts reached 1.0 with every seed; a2c.py's training return first averaged 0.9 by step 9,384
-    at the latest, ppo.py's by 14,400, while reinforce.py's sampled episodes still reached the goal
-    only 20-55% of the time (its greedy policy is what solves it). Greedy play of a deterministic
-    map is all or nothing, so the bound is the issue's 0.9."""
-    summary = short_run(script, "user_envs:FrozenLakeNotSlippery-v0", runs_dir, seed=seed,
-                        short_rollouts=False, total_timesteps=FROZEN_LAKE_BUDGETS[script])
+    20,000 steps. Greedy play of a deterministic map is all or nothing, so the bound is the
+    issue's 0.9; what must hold is that every seed solves it.
+
+    With each script's defaults, seeds 1-10 on Intel Xeon all solved it
+    (benchmark/results/envs/frozen_lake.txt), but on AMD EPYC ppo.py never once reached the goal
+    on seeds 6 and 12 of 1-20, and a2c.py reached it twice on seed 16 and then lost it: a policy
+    can turn deterministic before its first success, and nothing brings it back. An entropy bonus
+    of 0.01 keeps a2c.py exploring; ppo.py needs its advantages unnormalised as well (with the
+    bonus and normalised advantages, seeds 6 and 12 still failed). With these flags, seeds 1-40
+    on AMD EPYC: greedy success 1.0 on every seed for all three; a2c.py's training return first
+    averaged 0.9 by step 3,768 at the latest, ppo.py's by 5,200; reinforce.py (no flags) solved
+    every seed, though its sampled episodes reach the goal only part of the time."""
+    summary = short_run(script, "user_envs:FrozenLakeNotSlippery-v0", runs_dir, seed=seed, short_rollouts=False,
+                        total_timesteps=20_000, **FROZEN_LAKE_FLAGS[script])
     success = summary["eval_return"]  # the mean return is the success rate
     record_learning(seed, success_rate=success)
     assert success >= 0.9
