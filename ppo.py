@@ -29,10 +29,10 @@ as in a2c.py; then --update-epochs passes of --num-minibatches Adam steps, each 
 then θold ← θ: the next rollout comes from the updated policy (on the first minibatch ρ_t = 1, and
 the gradient is A2C's). Defaults tuned on CartPole-v1; ppo_continuous.py is PPO for Box actions.
 
-Reading map: clipped_policy_loss (L^CLIP, approximate KL, clipfrac), Agent (π_θ, V_φ), ppo_update
-and ppo_step, make_batch (log π_θold, Â_t, R̂_t), train(): down to the PLUMBING banner. Tests show
-the math: tests/test_ppo.py (the clip blocks the gradient only in the direction it forbids; ρ_t = 1
-on the first minibatch only; --target-kl stops the epochs), tests/test_gae.py.
+Reading map: clipped_policy_loss (L^CLIP, approximate KL, clipfrac), Agent (π_θ, V_φ), ppo_loss (L),
+ppo_update and ppo_step, make_batch (log π_θold, Â_t, R̂_t), train(): down to the PLUMBING banner.
+Tests show the math: tests/test_ppo.py (the clip blocks the gradient only in the direction it
+forbids; ρ_t = 1 on the first minibatch only; --target-kl stops the epochs), tests/test_gae.py.
 make_env turns Discrete (one-hot), Tuple and Dict observations into one vector, as Box ones are.
 
 References:
@@ -51,8 +51,10 @@ import json
 import math
 import os
 import random
+import shutil
 import signal
 import sys
+import sysconfig
 import time
 from dataclasses import asdict, dataclass
 from types import SimpleNamespace
@@ -194,8 +196,24 @@ class Agent(nn.Module):
 
 
 # ----------------------------------------------------------------------------------- the update
+def ppo_loss(agent: Agent, batch: dict, args: Hyperparameters) -> dict:
+    """L(θ, φ) on a minibatch, with its parts and the diagnostics approx_kl and clipfrac."""
+    advantages = batch["advantages"]
+    if args.norm_adv:
+        advantages = (advantages - advantages.mean()) / (advantages.std(correction=0) + 1e-8)
+    logprobs, entropy = agent.logprob_entropy(batch["obs"], batch["actions"])
+    pg_loss, approx_kl, clipfrac = clipped_policy_loss(logprobs, batch["logprobs"], advantages,
+                                                       args.clip_coef)
+    v_loss = value_loss(agent.value(batch["obs"]), batch["values"], batch["returns"],
+                        args.clip_coef if args.clip_vloss else None)
+    entropy = entropy.mean()
+    loss = pg_loss - args.ent_coef * entropy + args.vf_coef * v_loss
+    return {"loss": loss, "policy_loss": pg_loss, "value_loss": v_loss, "entropy": entropy,
+            "approx_kl": approx_kl, "clipfrac": clipfrac}
+
+
 def ppo_update(agent: Agent, optimizer: torch.optim.Optimizer, batch: dict, args: Hyperparameters,
-               average_=None) -> dict:  # average_: see torchrun, below PLUMBING (None: one process)
+               average_=None, loss_=ppo_loss) -> dict:  # torchrun and --compile hooks (PLUMBING)
     """Epochs of minibatch steps over the batch (flat tensors), stopped early by --target-kl; the
     losses, averaged over the minibatches of the last epoch that took a step."""
     batch_size, last_epoch, names, epochs, stopped_early = len(batch["obs"]), [], (), 0, False
@@ -204,7 +222,7 @@ def ppo_update(agent: Agent, optimizer: torch.optim.Optimizer, batch: dict, args
         permutation = torch.randperm(batch_size, device=batch["obs"].device)
         for indices in permutation.split(batch_size // args.num_minibatches):
             minibatch = {key: value[indices] for key, value in batch.items()}
-            losses = ppo_step(agent, optimizer, minibatch, args, average_)
+            losses = ppo_step(agent, optimizer, minibatch, args, average_, loss_)
             if losses is None:
                 stopped_early = True
                 break
@@ -218,26 +236,15 @@ def ppo_update(agent: Agent, optimizer: torch.optim.Optimizer, batch: dict, args
 
 
 def ppo_step(agent: Agent, optimizer: torch.optim.Optimizer, batch: dict, args: Hyperparameters,
-             average_=None) -> Optional[dict]:
+             average_=None, loss_=ppo_loss) -> Optional[dict]:
     """One gradient step on L(θ, φ) over a minibatch: its losses, or None if --target-kl stops."""
-    advantages = batch["advantages"]
-    if args.norm_adv:
-        advantages = (advantages - advantages.mean()) / (advantages.std(correction=0) + 1e-8)
-    logprobs, entropy = agent.logprob_entropy(batch["obs"], batch["actions"])
-    pg_loss, approx_kl, clipfrac = clipped_policy_loss(logprobs, batch["logprobs"], advantages,
-                                                       args.clip_coef)
+    losses = loss_(agent, batch, args)
     if args.target_kl is not None and average_ is not None:
-        average_([approx_kl])  # so that all processes stop at the same minibatch
-    if args.target_kl is not None and approx_kl > args.target_kl:
+        average_([losses["approx_kl"]])  # so that all processes stop at the same minibatch
+    if args.target_kl is not None and losses["approx_kl"] > args.target_kl:
         return None
-    v_loss = value_loss(agent.value(batch["obs"]), batch["values"], batch["returns"],
-                        args.clip_coef if args.clip_vloss else None)
-    entropy = entropy.mean()
-    loss = pg_loss - args.ent_coef * entropy + args.vf_coef * v_loss
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    losses = {"loss": loss, "policy_loss": pg_loss, "value_loss": v_loss, "entropy": entropy,
-              "approx_kl": approx_kl, "clipfrac": clipfrac}
+    losses["loss"].backward()
     if average_ is not None:  # one all-reduce for the losses and the gradient
         stacked = torch.stack(list(losses.values())).detach()
         average_([stacked, *(p.grad for p in agent.parameters())])
@@ -341,7 +348,7 @@ def train(args: "Args") -> Optional[dict]:
             rollout, obs = collect_rollout(envs, agent, obs, args.num_steps, run.device,
                                            run.episode_ended)
             batch = make_batch(agent, rollout, args)
-            losses = ppo_update(agent, optimizer, batch, args, run.average_)
+            losses = ppo_update(agent, optimizer, batch, args, run.average_, run.loss_)
             run.log(losses, optimizer, batch)
     except FloatingPointError as error:  # a non-finite loss: stop, and keep the last good weights
         run.fail(error)
@@ -361,6 +368,9 @@ class Args(Hyperparameters):
     """use CUDA when it is available"""
     torch_threads: int = 1
     """CPU threads for torch; one is fastest for networks this small"""
+    compile: bool = False
+    """compile the minibatch loss and its gradient with torch.compile (needs a C++ compiler): each
+    step runs faster after a first update of some seconds that compiles; deterministic, not equal to eager"""
     runs_dir: str = "runs"
     """where run directories are created"""
     track: bool = False
@@ -397,6 +407,8 @@ class Run:
         seed, make the run directory and its writer."""
         validate_args(args, FLAG_RULES)
         self.processes = Processes(args)  # this one among those torchrun started, or alone
+        self.loss_ = compiled(ppo_loss) if args.compile else ppo_loss
+        self.compile_seconds = None  # with --compile, how long the first update took
         self.args = args
         self.env_id, self.obs_dim, self.action_space, self.threshold = check_env(args.env_id, args.capture_video)
         torch.set_num_threads(args.torch_threads)
@@ -477,6 +489,9 @@ class Run:
         """After each update: its rollout's episodes, the losses, how well V_φ fitted the returns
         before it, the learning rate, steps/s."""
         self._end_rollout()
+        if self.args.compile and self.compile_seconds is None:  # the first update compiles
+            self.compile_seconds = time.perf_counter() - self.start_time
+            print(f"--compile: the first update, which compiles, took {self.compile_seconds:.1f}s", flush=True)
         sps = (self.global_step - self.start_step) / (time.perf_counter() - self.start_time)
         self.writer.add_scalar("charts/learning_rate", optimizer.param_groups[0]["lr"], self.global_step)
         self.writer.add_scalar("charts/SPS", sps, self.global_step)
@@ -528,7 +543,8 @@ class Run:
                                         self.args.seed + 10_000, self.device, self.args.eval_greedy)
             except KeyboardInterrupt:  # Ctrl-C: the checkpoint is saved, only the evaluation is cut short
                 self.stopped_by = "SIGINT"
-        summary = write_summary(self, eval_returns, checkpoint)
+        compiling = {"compile_seconds": self.compile_seconds} if self.args.compile else None
+        summary = write_summary(self, eval_returns, checkpoint, compiling)
         report_end(self, summary, eval_returns)
         return summary
 
@@ -741,6 +757,19 @@ def defaults_from_checkpoint(argv: list[str]) -> Args:
 
 
 # ------------------------------------------------------------------------------------- helpers
+def compiled(loss_fn):
+    """--compile: loss_fn under torch.compile. Its C++ backend builds kernels with the compiler
+    torch.compile uses (g++, or $CXX) and Python's headers: without them, a UsageError now."""
+    compiler = os.environ.get("CXX", "g++")
+    if shutil.which(compiler) is None:
+        raise UsageError(f"--compile needs a C++ compiler ({compiler}), not found: install one "
+                         f"(apt install g++) or set $CXX, or run without --compile")
+    if not os.path.isfile(os.path.join(sysconfig.get_paths()["include"], "Python.h")):
+        raise UsageError("--compile needs Python's C headers (Python.h), not found: install them "
+                         "(apt install python3-dev) or run without --compile")
+    return torch.compile(loss_fn)
+
+
 def seed_everything(seed: int, deterministic: bool) -> None:
     random.seed(seed)
     np.random.seed(seed)

@@ -37,23 +37,27 @@ IDENTICAL = {
     "make_env": ["a2c.py", "trpo.py", "ppo_continuous.py"],
     "make_vec_env": ["a2c.py", "trpo.py", "ppo_continuous.py"],
     "make_batch": ["a2c.py", "trpo.py"],
+    "ppo_loss": ["ppo.py", "ppo_continuous.py"],
     "ppo_update": ["ppo.py", "ppo_continuous.py"],
     "ppo_step": ["ppo.py", "ppo_continuous.py"],
     "clipped_policy_loss": ["ppo.py", "ppo_continuous.py"],
     "Processes": ["ppo.py", "ppo_continuous.py"],
     "average_over_ranks_": ["ppo.py", "ppo_continuous.py"],
     "exit_process": ["ppo.py", "ppo_continuous.py"],
+    "compiled": ["ppo.py", "ppo_continuous.py"],
 }
 
 # Lines above the banner, and changed lines (`diff a b | grep -c '^[<>]'`) between neighbours.
-ABOVE_BANNER = {"reinforce.py": 310, "reinforce_baseline.py": 350, "a2c.py": 380, "trpo.py": 490, "ppo.py": 350,
+ABOVE_BANNER = {"reinforce.py": 310, "reinforce_baseline.py": 350, "a2c.py": 380, "trpo.py": 490, "ppo.py": 360,
                 "ppo_continuous.py": 370}
 # Issue 18 asks 450 of reinforce_baseline -> a2c and 480 of a2c -> ppo; the scripts come to 507 and
 # 522. Both docstrings carry the bridges the same issue asks for (the policy gradient theorem's
 # advantage form, GAE as a λ-weighted average, PPO's ratio from TRPO's surrogate), and ppo.py its
-# torchrun section. Those two are held where they stand until a way to the target is found.
+# torchrun section. Those two are held where they stand until a way to the target is found. Issue 21
+# added --compile to ppo.py and ppo_continuous.py only (in a2c.py it does not pay: README.md), which
+# brought a2c -> ppo from 522 to 555 changed lines.
 LADDER = [("reinforce.py", "reinforce_baseline.py", 100), ("reinforce_baseline.py", "a2c.py", 510),
-          ("a2c.py", "trpo.py", 420), ("a2c.py", "ppo.py", 525), ("ppo.py", "ppo_continuous.py", 200)]
+          ("a2c.py", "trpo.py", 420), ("a2c.py", "ppo.py", 558), ("ppo.py", "ppo_continuous.py", 200)]
 FIRST_FUNCTION, TRAIN_LINES, WIDTH_ABOVE, WIDTH_BELOW = 150, 45, 100, 120
 
 

@@ -64,7 +64,7 @@ def test_logprob_and_entropy_are_the_normal_ones_summed_over_dimensions():
 def test_the_rollout_stores_the_sampled_action_and_the_env_gets_it_clipped(monkeypatch, runs_dir):
     captured = {}
 
-    def capture_update(agent, optimizer, batch, args, average_):
+    def capture_update(agent, optimizer, batch, args, *hooks):
         captured.setdefault("batch", {key: value.clone() for key, value in batch.items()})
         captured.setdefault("agent", copy.deepcopy(agent))
         raise FloatingPointError("stop after the first rollout")

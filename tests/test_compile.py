@@ -1,0 +1,61 @@
+"""--compile (ppo.py and ppo_continuous.py): torch.compile of the minibatch loss computes what the
+eager loss computes, a compiled run is deterministic on one machine, and a machine without a C++
+compiler gets one line and exit status 2 before anything starts."""
+
+import pytest
+import torch
+
+import ppo
+import ppo_continuous
+from conftest import check_usage_error, read_scalars
+
+
+def minibatch(agent, obs_dim: int, n: int = 64) -> dict:
+    g = torch.Generator().manual_seed(0)
+    obs = torch.randn(n, obs_dim, generator=g)
+    with torch.no_grad():
+        actions = agent.sample_action(obs)
+        logprobs = agent.logprob_entropy(obs, actions)[0] + 0.5 * torch.randn(n, generator=g)  # ρ ≠ 1
+    return {"obs": obs, "actions": actions, "logprobs": logprobs, "advantages": torch.randn(n, generator=g),
+            "returns": torch.randn(n, generator=g), "values": torch.randn(n, generator=g)}
+
+
+@pytest.mark.parametrize("module, make_agent, obs_dim", [(ppo, lambda: ppo.Agent(4, 2), 4),
+                                                         (ppo_continuous, lambda: ppo_continuous.Agent(3, 2), 3)])
+def test_the_compiled_loss_and_its_gradient_are_the_eager_ones(module, make_agent, obs_dim):
+    torch.manual_seed(0)
+    agent = make_agent()
+    batch = minibatch(agent, obs_dim)
+    args = module.Args(clip_vloss=True, ent_coef=0.01)
+
+    def losses_and_gradient(loss_fn):
+        agent.zero_grad(set_to_none=True)
+        losses = loss_fn(agent, batch, args)
+        losses["loss"].backward()
+        return losses, torch.cat([p.grad.flatten() for p in agent.parameters()])
+
+    eager, eager_grad = losses_and_gradient(module.ppo_loss)
+    compiled, compiled_grad = losses_and_gradient(module.compiled(module.ppo_loss))
+    assert eager.keys() == compiled.keys()
+    for key in eager:
+        torch.testing.assert_close(compiled[key], eager[key], rtol=1e-5, atol=1e-6)
+    assert eager["clipfrac"] > 0  # the clip is in play, so its branch is compiled too
+    torch.testing.assert_close(compiled_grad, eager_grad, rtol=1e-4, atol=1e-6)
+
+
+def test_a_compiled_run_is_deterministic(tmp_path):
+    def run(name):
+        return ppo.train(ppo.Args(compile=True, total_timesteps=2048, runs_dir=str(tmp_path / name),
+                                  eval_episodes=1))
+    first, again = run("a"), run("b")
+    returns = [[value for _, value in read_scalars(s["run_dir"], "charts/episodic_return")] for s in (first, again)]
+    assert len(returns[0]) > 20 and returns[0] == returns[1]
+    weights = [torch.load(s["checkpoint"], weights_only=False)["agent"] for s in (first, again)]
+    assert all(torch.equal(a, b) for a, b in zip(weights[0].values(), weights[1].values()))
+    assert first["compile_seconds"] > 0 and first["args"]["compile"]
+
+
+@pytest.mark.parametrize("script", ["ppo.py", "ppo_continuous.py"])
+def test_compile_without_a_compiler_is_one_line_and_exit_2(script, tmp_path):
+    check_usage_error(script, ["--compile", "--env-id", "Pendulum-v1" if "continuous" in script else "CartPole-v1"],
+                      "--compile needs a C++ compiler (no-such-g++)", tmp_path, env={"CXX": "no-such-g++"})
