@@ -433,6 +433,7 @@ class Run:
         self.num_iterations = math.ceil(args.total_timesteps / self.batch_size)
         self.recent_returns = collections.deque(self.stats["recent_returns"], maxlen=20)
         self.episodes = []  # the episodes that ended in the current rollout
+        self.logged_step = -math.inf  # the step at which the losses were last logged
         self.interrupted = self.failed = False
         self.stopped_by = None  # the signal that stopped the run, if one did
 
@@ -486,19 +487,23 @@ class Run:
         self.global_step += self.batch_size
 
     def log(self, losses: dict, optimizer: torch.optim.Optimizer, batch: dict) -> None:
-        """After each update: its rollout's episodes, the losses, how well V_φ fitted the returns
-        before it, the learning rate, steps/s."""
+        """After each update: its rollout's episodes; every 1,000 steps or so, the losses, how well
+        V_φ fitted the returns before it, the learning rate, steps/s."""
         self._end_rollout()
         if self.args.compile and self.compile_seconds is None:  # the first update compiles
             self.compile_seconds = time.perf_counter() - self.start_time
             print(f"--compile: the first update, which compiles, took {self.compile_seconds:.1f}s", flush=True)
-        sps = (self.global_step - self.start_step) / (time.perf_counter() - self.start_time)
-        self.writer.add_scalar("charts/learning_rate", optimizer.param_groups[0]["lr"], self.global_step)
-        self.writer.add_scalar("charts/SPS", sps, self.global_step)
-        losses = {**losses, "explained_variance": explained_variance(batch["values"], batch["returns"])}
-        for key, value in losses.items():
-            self.writer.add_scalar(f"losses/{key}", value, self.global_step)
         now, total = time.perf_counter(), self.num_iterations * self.batch_size
+        sps = (self.global_step - self.start_step) / (now - self.start_time)
+        # tensorboard takes some 40 µs a scalar: updates of 40 steps (a2c.py's) would spend a tenth of
+        # the run on them, so the losses are logged once in 1,000 steps or more, and at the end.
+        if self.global_step - self.logged_step >= 1_000 or self.global_step >= total or self.stop:
+            self.logged_step = self.global_step
+            self.writer.add_scalar("charts/learning_rate", optimizer.param_groups[0]["lr"], self.global_step)
+            self.writer.add_scalar("charts/SPS", sps, self.global_step)
+            losses = {**losses, "explained_variance": explained_variance(batch["values"], batch["returns"])}
+            for key, value in losses.items():
+                self.writer.add_scalar(f"losses/{key}", value, self.global_step)
         if now - self.last_print >= 5.0 or self.global_step >= total or self.stop:
             self.last_print = now
             print_progress(self.global_step, total, self.recent_returns, sps)

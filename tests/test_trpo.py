@@ -347,7 +347,8 @@ def test_same_seed_same_returns_other_seed_other_returns(tmp_path):
 
 
 def test_run_leaves_the_conventional_files_and_tags(runs_dir):
-    summary = trpo.train(trpo.Args(total_timesteps=2048, runs_dir=runs_dir, eval_episodes=2))
+    # Updates of 1,024 steps, so that each one's losses are logged (they are, once in 1,000 steps).
+    summary = trpo.train(trpo.Args(total_timesteps=2048, num_steps=256, runs_dir=runs_dir, eval_episodes=2))
     files = os.listdir(summary["run_dir"])
     assert "trpo.pt" in files and "summary.json" in files
     on_disk = json.load(open(os.path.join(summary["run_dir"], "summary.json")))
@@ -361,6 +362,7 @@ def test_run_leaves_the_conventional_files_and_tags(runs_dir):
                 "losses/step_accepted", "eval/episodic_return"):
         assert read_scalars(summary["run_dir"], tag), tag
     kl = [value for _, value in read_scalars(summary["run_dir"], "losses/kl_after_step")]
+    assert len(kl) == 2
     assert max(kl) == pytest.approx(on_disk["largest_kl_after_step"]) and max(kl) <= 0.01 * (1 + 1e-6)
 
 

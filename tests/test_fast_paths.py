@@ -1,13 +1,53 @@
-"""--compile (ppo.py and ppo_continuous.py): torch.compile of the minibatch loss computes what the
-eager loss computes, a compiled run is deterministic on one machine, and a machine without a C++
-compiler gets one line and exit status 2 before anything starts."""
+"""What is there for speed computes what the plain way computes. The normalising wrappers' one-sample
+update of the running statistics gives gymnasium's numbers, bitwise. --compile (ppo.py and
+ppo_continuous.py): torch.compile of the minibatch loss computes what the eager loss computes, a
+compiled run is deterministic on one machine, and a machine without a C++ compiler gets one line
+and exit status 2 before anything starts."""
 
+import gymnasium as gym
+import numpy as np
 import pytest
 import torch
 
+import a2c
 import ppo
 import ppo_continuous
+import reinforce
+import reinforce_baseline
+import trpo
 from conftest import check_usage_error, read_scalars
+
+
+@pytest.mark.parametrize("env_id", ["Pendulum-v1", "InvertedPendulum-v5"])  # float32 and float64 observations
+@pytest.mark.parametrize("module", [reinforce, reinforce_baseline, a2c, trpo, ppo_continuous])
+def test_the_normalising_wrappers_give_gymnasiums_numbers_bitwise(module, env_id):
+    """Two copies of the env, one in the script's wrappers and one in gymnasium's, stepped with the
+    same random actions through several episodes (InvertedPendulum's end in terminations)."""
+    rewards_too = hasattr(module, "NormalizeReward")
+
+    def make(wrappers):
+        env = wrappers.NormalizeObservation(gym.make(env_id))
+        return wrappers.NormalizeReward(env, gamma=0.99) if rewards_too else env
+    ours, theirs = make(module), make(gym.wrappers)
+    actions = ours.action_space
+    actions.seed(0)
+    assert np.array_equal(ours.reset(seed=1)[0], theirs.reset(seed=1)[0])
+    episodes = 0
+    for _ in range(600):
+        action = actions.sample()
+        step, expected = ours.step(action), theirs.step(action)
+        assert np.array_equal(step[0], expected[0]) and step[0].dtype == expected[0].dtype
+        assert step[1:4] == expected[1:4]
+        if step[2] or step[3]:
+            episodes += 1
+            assert np.array_equal(ours.reset()[0], theirs.reset()[0])
+    assert episodes >= 3
+    pairs = [(ours.get_wrapper_attr("obs_rms"), theirs.get_wrapper_attr("obs_rms"))]
+    if rewards_too:
+        pairs.append((ours.return_rms, theirs.return_rms))
+    for mine, gyms in pairs:
+        assert np.array_equal(mine.mean, gyms.mean) and np.array_equal(mine.var, gyms.var)
+        assert mine.count == gyms.count
 
 
 def minibatch(agent, obs_dim: int, n: int = 64) -> dict:
@@ -59,3 +99,11 @@ def test_a_compiled_run_is_deterministic(tmp_path):
 def test_compile_without_a_compiler_is_one_line_and_exit_2(script, tmp_path):
     check_usage_error(script, ["--compile", "--env-id", "Pendulum-v1" if "continuous" in script else "CartPole-v1"],
                       "--compile needs a C++ compiler (no-such-g++)", tmp_path, env={"CXX": "no-such-g++"})
+
+
+def test_the_losses_are_logged_once_in_1000_steps_and_at_the_end(runs_dir):
+    """tensorboard takes some 40 µs a scalar, so a2c.py's updates of 40 steps log only now and then."""
+    summary = a2c.train(a2c.Args(total_timesteps=2000, runs_dir=runs_dir, eval_episodes=1))
+    for tag in ("losses/policy_loss", "losses/explained_variance", "charts/SPS", "charts/learning_rate"):
+        assert [step for step, _ in read_scalars(summary["run_dir"], tag)] == [40, 1040, 2000], tag
+    assert len(read_scalars(summary["run_dir"], "charts/episodic_return")) > 20  # every episode, as before
