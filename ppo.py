@@ -492,7 +492,8 @@ class Run:
         self._end_rollout()
         if self.args.compile and self.compile_seconds is None:  # the first update compiles
             self.compile_seconds = time.perf_counter() - self.start_time
-            print(f"--compile: the first update, which compiles, took {self.compile_seconds:.1f}s", flush=True)
+            if self.is_main:
+                print(f"--compile: the first update, which compiles, took {self.compile_seconds:.1f}s", flush=True)
         now, total = time.perf_counter(), self.num_iterations * self.batch_size
         sps = (self.global_step - self.start_step) / (now - self.start_time)
         # tensorboard takes some 40 µs a scalar: updates of 40 steps (a2c.py's) would spend a tenth of

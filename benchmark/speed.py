@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 import tyro
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ALGORITHM_KEYS = ("largest_kl_after_step", "rejected_steps")  # kept from a summary.json that has them (trpo.py)
+ALGORITHM_KEYS = ("largest_kl_after_step", "rejected_steps", "compile_seconds")  # kept where a summary.json has them (trpo.py; --compile)
 PEER_SCRIPTS = ("ppo.py", "ppo_continuous.py", "a2c.py", "trpo.py")  # those with an SB3 counterpart
 TORCHRUN_SCRIPTS = ("ppo.py", "ppo_continuous.py")  # those that run under torchrun
 
