@@ -51,10 +51,8 @@ import json
 import math
 import os
 import random
-import shutil
 import signal
 import sys
-import sysconfig
 import time
 from dataclasses import asdict, dataclass
 from types import SimpleNamespace
@@ -766,6 +764,7 @@ def defaults_from_checkpoint(argv: list[str]) -> Args:
 def compiled(loss_fn):
     """--compile: loss_fn under torch.compile. Its C++ backend builds kernels with the compiler
     torch.compile uses (g++, or $CXX) and Python's headers: without them, a UsageError now."""
+    import shutil, sysconfig  # only --compile needs them
     compiler = os.environ.get("CXX", "g++")
     if shutil.which(compiler) is None:
         raise UsageError(f"--compile needs a C++ compiler ({compiler}), not found: install one "
