@@ -506,14 +506,14 @@ class Run:
         self.global_step += self.batch_size
 
     def log(self, losses: dict, optimizer: torch.optim.Optimizer, batch: dict) -> None:
-        """After each update: its rollout's episodes; every 1,000 steps or so, the losses, how well
+        """After each update: its rollout's episodes; every 500 steps or so, the losses, how well
         V_φ fitted the returns before it, the learning rate, steps/s."""
         self._end_rollout()
         now, total = time.perf_counter(), self.num_iterations * self.batch_size
         sps = (self.global_step - self.start_step) / (now - self.start_time)
         # tensorboard takes some 40 µs a scalar: updates of 40 steps (a2c.py's) would spend a tenth of
-        # the run on them, so the losses are logged once in 1,000 steps or more, and at the end.
-        if self.global_step - self.logged_step >= 1_000 or self.global_step >= total or self.stop:
+        # the run on them, so the losses are logged once in 500 steps or more, and at the end.
+        if self.global_step - self.logged_step >= 500 or self.global_step >= total or self.stop:
             self.logged_step = self.global_step
             self.writer.add_scalar("charts/learning_rate", optimizer.param_groups[0]["lr"], self.global_step)
             self.writer.add_scalar("charts/SPS", sps, self.global_step)
@@ -774,8 +774,9 @@ def defaults_from_checkpoint(argv: list[str]) -> Args:
 # ------------------------------------------------------------------------ normalising wrappers
 def update_with_one(rms: RunningMeanStd, x: np.ndarray) -> None:
     """rms.update(np.array([x])), as gymnasium's wrappers call it at every env step, written for a
-    batch of one sample, whose mean is x and variance 0: bitwise the same numbers, without the
-    batch form's np.mean and np.var (3 to 15 times faster; README.md, "The physical limit")."""
+    batch of one sample, whose mean is x and variance 0: with the float64 statistics the scripts
+    keep, bitwise the same numbers (tests/test_fast_paths.py), without the batch form's np.mean
+    and np.var (3 to 15 times faster; README.md, "The physical limit")."""
     delta, count = x - rms.mean, rms.count + 1
     rms.mean, rms.var, rms.count = (rms.mean + delta / count,
                                     (rms.var * rms.count + np.square(delta) * rms.count / count) / count, count)

@@ -9,8 +9,9 @@ statistics shared by all envs (merged over processes), kept in the checkpoint, f
 
 Defaults: the PPO paper's MuJoCo settings (2048 steps, 10 epochs of minibatches of 64, Adam 3e-4,
 γ 0.99, λ 0.95, 1M steps) and, from OpenAI Baselines' ppo2, the normalisation and the annealed
-learning rate (the paper keeps 3e-4). The rest is ppo.py's. Reading map: Agent (log π_θ, H, the
-sample), make_env (the normalisation), then as in ppo.py; read down to the PLUMBING banner. The
+learning rate (the paper keeps 3e-4). The rest is ppo.py's, --objective included (the KL penalty's
+Gaussian KL is in Agent.kl_from). Reading map: Agent (log π_θ, H, the sample, the KL), make_env
+(the normalisation), then as in ppo.py; read down to the PLUMBING banner. The
 tests show the math: tests/test_ppo_continuous.py (log π_θ and H, the env's clipped copy of the
 stored sample, frozen statistics), tests/test_distributed.py (merged statistics).
 make_env turns Discrete (one-hot), Tuple and Dict observations into one vector, as Box ones are.
@@ -36,7 +37,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from types import SimpleNamespace
-from typing import Optional
+from typing import Literal, Optional
 
 import numpy as np
 import torch
@@ -91,6 +92,13 @@ class Hyperparameters:
     """clip the global gradient norm to this"""
     target_kl: Optional[float] = None
     """stop the update's epochs early once a minibatch's approximate KL exceeds this"""
+    objective: Literal["clip", "kl-adaptive", "kl-fixed", "plain"] = "clip"
+    """the policy's objective: L^CLIP; the surrogate less β·KL, β adapted toward --kl-dtarg or fixed
+    at --kl-beta (L^KLPEN); or the plain surrogate (L^CPI, the paper's "no clipping or penalty")"""
+    kl_beta: float = 1.0
+    """β, the weight of the KL penalty (with kl-adaptive, its first value)"""
+    kl_dtarg: float = 0.01
+    """d_targ, the mean KL per update that kl-adaptive steers β toward"""
 
 
 # ------------------------------------------------------------------------------------- the math
@@ -121,6 +129,16 @@ def clipped_policy_loss(new_logprob, old_logprob, advantages, clip_coef: float):
         approx_kl = ((ratio - 1) - log_ratio).mean()
         clipfrac = ((ratio - 1).abs() > clip_coef).float().mean()
     return loss, approx_kl, clipfrac
+
+
+def adapt_beta(beta: float, kl: float, kl_dtarg: float) -> float:
+    """The penalty's β after an update whose mean KL(π_θold ‖ π_θ) was kl: halved if the policy
+    moved less than d_targ / 1.5, doubled if more than 1.5 d_targ (the paper's rule)."""
+    if kl < kl_dtarg / 1.5:
+        return beta / 2
+    if kl > 1.5 * kl_dtarg:
+        return beta * 2
+    return beta
 
 
 def value_loss(new_value, old_value, returns, clip_coef: Optional[float]):
@@ -177,16 +195,34 @@ class Agent(nn.Module):
         """The most probable action: the Gaussian's mean μ_θ(s)."""
         return self.actor(obs)
 
+    def distribution(self, obs: torch.Tensor) -> torch.Tensor:
+        """π_θ(·|s) whole, as μ_θ(s) and log σ side by side (a row per state)."""
+        mean = self.actor(obs)
+        return torch.cat([mean, self.log_std.expand_as(mean)], dim=-1)
+
+    def kl_from(self, old: torch.Tensor, obs: torch.Tensor) -> torch.Tensor:
+        """KL(π_θold(·|s) ‖ π_θ(·|s)) per state, in closed form; old is distribution(obs) at θold:
+        Σ_i [log σ_i - log σ_old,i + (σ_old,i² + (μ_old,i - μ_i)²) / (2σ_i²) - ½]."""
+        mean_old, log_std_old = old.chunk(2, -1)
+        mean, log_std = self.distribution(obs).chunk(2, -1)
+        return (log_std - log_std_old + ((2 * log_std_old).exp() + (mean_old - mean) ** 2)
+                / (2 * (2 * log_std).exp()) - 0.5).sum(-1)
+
 
 # ----------------------------------------------------------------------------------- the update
-def ppo_loss(agent: Agent, batch: dict, args: Hyperparameters) -> dict:
-    """L(θ, φ) on a minibatch, with its parts and the diagnostics approx_kl and clipfrac."""
+def ppo_loss(agent: Agent, batch: dict, args: Hyperparameters, beta: float) -> dict:
+    """L(θ, φ) on a minibatch, with its parts and the diagnostics approx_kl and clipfrac; the
+    policy's part by --objective, β the KL penalty's weight."""
     advantages = batch["advantages"]
     if args.norm_adv:
         advantages = (advantages - advantages.mean()) / (advantages.std(correction=0) + 1e-8)
     logprobs, entropy = agent.logprob_entropy(batch["obs"], batch["actions"])
+    # ε = ∞ leaves the plain surrogate Ê[ρ Â], L^CPI, to which the KL penalty adds
+    clip_coef = args.clip_coef if args.objective == "clip" else math.inf
     pg_loss, approx_kl, clipfrac = clipped_policy_loss(logprobs, batch["logprobs"], advantages,
-                                                       args.clip_coef)
+                                                       clip_coef)
+    if args.objective in ("kl-adaptive", "kl-fixed"):  # -L^KLPEN = -Ê[ρ Â] + β Ê[KL(π_θold ‖ π_θ)]
+        pg_loss = pg_loss + beta * agent.kl_from(batch["dist"], batch["obs"]).mean()
     v_loss = value_loss(agent.value(batch["obs"]), batch["values"], batch["returns"],
                         args.clip_coef if args.clip_vloss else None)
     entropy = entropy.mean()
@@ -196,16 +232,17 @@ def ppo_loss(agent: Agent, batch: dict, args: Hyperparameters) -> dict:
 
 
 def ppo_update(agent: Agent, optimizer: torch.optim.Optimizer, batch: dict, args: Hyperparameters,
-               average_=None, loss_=ppo_loss) -> dict:  # torchrun and --compile hooks (PLUMBING)
+               beta: float = 1.0, average_=None, loss_fn=ppo_loss) -> dict:  # hooks: see PLUMBING
     """Epochs of minibatch steps over the batch (flat tensors), stopped early by --target-kl; the
-    losses, averaged over the minibatches of the last epoch that took a step."""
+    losses, averaged over the minibatches of the last epoch that took a step, and the mean KL
+    from π_θold to the updated π_θ over the batch."""
     batch_size, last_epoch, names, epochs, stopped_early = len(batch["obs"]), [], (), 0, False
     for epoch in range(args.update_epochs):
         epoch_losses = []
         permutation = torch.randperm(batch_size, device=batch["obs"].device)
         for indices in permutation.split(batch_size // args.num_minibatches):
             minibatch = {key: value[indices] for key, value in batch.items()}
-            losses = ppo_step(agent, optimizer, minibatch, args, average_, loss_)
+            losses = ppo_step(agent, optimizer, minibatch, args, beta, average_, loss_fn)
             if losses is None:
                 stopped_early = True
                 break
@@ -215,13 +252,18 @@ def ppo_update(agent: Agent, optimizer: torch.optim.Optimizer, batch: dict, args
         if stopped_early:
             break
     means = {key: torch.stack([step[key] for step in last_epoch]).mean().item() for key in names}
-    return {**means, "epochs": epochs, "stopped_early": stopped_early}
+    with torch.no_grad():  # d = Ê_t[KL(π_θold ‖ π_θ)], which kl-adaptive steers β by
+        kl = agent.kl_from(batch["dist"], batch["obs"]).mean()
+    if average_ is not None:
+        average_([kl])  # the same d, so the same β, in every process
+    penalty = {"kl_beta": beta} if args.objective in ("kl-adaptive", "kl-fixed") else {}
+    return {**means, "kl": kl.item(), **penalty, "epochs": epochs, "stopped_early": stopped_early}
 
 
 def ppo_step(agent: Agent, optimizer: torch.optim.Optimizer, batch: dict, args: Hyperparameters,
-             average_=None, loss_=ppo_loss) -> Optional[dict]:
+             beta: float = 1.0, average_=None, loss_fn=ppo_loss) -> Optional[dict]:
     """One gradient step on L(θ, φ) over a minibatch: its losses, or None if --target-kl stops."""
-    losses = loss_(agent, batch, args)
+    losses = loss_fn(agent, batch, args, beta)  # ppo_loss, or its compiled copy (--compile)
     if args.target_kl is not None and average_ is not None:
         average_([losses["approx_kl"]])  # so that all processes stop at the same minibatch
     if args.target_kl is not None and losses["approx_kl"] > args.target_kl:
@@ -321,15 +363,18 @@ def collect_rollout(envs: gym.vector.VectorEnv, agent: Agent, obs: np.ndarray, n
 
 def make_batch(agent: Agent, rollout: dict, args: Hyperparameters) -> dict:
     """The rollout with what the update needs besides: V_φ(s_t) from the critic that saw it,
-    the advantages Â_t by GAE, the value targets R̂_t = Â_t + V_φ(s_t), and log π_θold(a_t|s_t)."""
+    the advantages Â_t by GAE, the value targets R̂_t = Â_t + V_φ(s_t), log π_θold(a_t|s_t) and
+    π_θold(·|s_t) whole (for the KL penalty)."""
     with torch.no_grad():
         values = agent.value(rollout["obs"])
         next_values = agent.value(rollout["next_obs"])
         logprobs, _ = agent.logprob_entropy(rollout["obs"], rollout["actions"])
         advantages = compute_gae(rollout["rewards"], values, next_values, rollout["terminations"],
                                  rollout["truncations"], args.gamma, args.gae_lambda)
+        dist = agent.distribution(rollout["obs"])  # π_θold(·|s_t) whole, for the KL from it
     batch = {"obs": rollout["obs"], "actions": rollout["actions"], "logprobs": logprobs,
-             "values": values, "advantages": advantages, "returns": advantages + values}
+             "dist": dist, "values": values, "advantages": advantages,
+             "returns": advantages + values}
     return {key: value.flatten(0, 1) for key, value in batch.items()}  # (T, N, ...) -> (T·N, ...)
 
 
@@ -344,6 +389,7 @@ def train(args: "Args") -> Optional[dict]:
     agent = Agent(run.obs_dim, envs.single_action_space.shape[0]).to(run.device)
     optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5, fused=True)
     obs = run.start(envs, agent, optimizer)  # resumes from a checkpoint; resets the envs
+    beta = run.kl_beta  # --kl-beta, or where a resumed run left it
     try:
         for iteration in run.iterations():
             if args.anneal_lr:  # linearly: lr at the first update, lr / num_iterations at the last
@@ -352,7 +398,9 @@ def train(args: "Args") -> Optional[dict]:
             rollout, obs = collect_rollout(envs, agent, obs, args.num_steps, run.device,
                                            run.episode_ended)
             batch = make_batch(agent, rollout, args)
-            losses = ppo_update(agent, optimizer, batch, args, run.average_, run.loss_)
+            losses = ppo_update(agent, optimizer, batch, args, beta, run.average_, run.loss_fn)
+            if args.objective == "kl-adaptive":  # β follows the update's KL toward d_targ
+                beta = run.kl_beta = adapt_beta(beta, losses["kl"], args.kl_dtarg)  # run saves it
             run.log(losses, optimizer, batch)
     except FloatingPointError as error:  # a non-finite loss: stop, and keep the last good weights
         run.fail(error)
@@ -411,8 +459,8 @@ class Run:
         seed, make the run directory and its writer."""
         validate_args(args, FLAG_RULES)
         self.processes = Processes(args)  # this one among those torchrun started, or alone
-        self.loss_ = compiled(ppo_loss) if args.compile else ppo_loss
-        self.compile_seconds = None  # with --compile, how long the first update took
+        self.loss_fn = compiled(ppo_loss) if args.compile else ppo_loss
+        self.compile_seconds = None  # with --compile, the seconds until the first update ended
         self.args = args
         self.env_id, self.obs_dim, self.action_space, self.threshold = check_env(args.env_id, args.capture_video)
         torch.set_num_threads(args.torch_threads)
@@ -422,6 +470,7 @@ class Run:
             self.checkpoint = load_checkpoint(args.resume, self.obs_dim, self.action_space, self.device)
             check_resume(self.checkpoint, args, ("norm_obs", "norm_reward"))
         self.global_step = self.checkpoint["global_step"] if self.checkpoint else 0
+        self.kl_beta = self.checkpoint.get("kl_beta", args.kl_beta) if self.checkpoint else args.kl_beta
         self.stats = self.checkpoint["stats"] if self.checkpoint else {
             "recent_returns": [], "steps_to_threshold": None, "seconds_to_threshold": None, "wall_seconds": 0.0}
         self.previous_seconds = self.stats["wall_seconds"]  # of training, before this run went on
@@ -507,18 +556,19 @@ class Run:
         self.global_step += self.batch_size
 
     def log(self, losses: dict, optimizer: torch.optim.Optimizer, batch: dict) -> None:
-        """After each update: its rollout's episodes; every 1,000 steps or so, the losses, how well
+        """After each update: its rollout's episodes; every 500 steps or so, the losses, how well
         V_φ fitted the returns before it, the learning rate, steps/s."""
         self._end_rollout()
         if self.args.compile and self.compile_seconds is None:  # the first update compiles
             self.compile_seconds = time.perf_counter() - self.start_time
             if self.is_main:
-                print(f"--compile: the first update, which compiles, took {self.compile_seconds:.1f}s", flush=True)
+                print(f"--compile: the first rollout and update, which compiles, took {self.compile_seconds:.1f}s",
+                      flush=True)
         now, total = time.perf_counter(), self.num_iterations * self.batch_size
         sps = (self.global_step - self.start_step) / (now - self.start_time)
         # tensorboard takes some 40 µs a scalar: updates of 40 steps (a2c.py's) would spend a tenth of
-        # the run on them, so the losses are logged once in 1,000 steps or more, and at the end.
-        if self.global_step - self.logged_step >= 1_000 or self.global_step >= total or self.stop:
+        # the run on them, so the losses are logged once in 500 steps or more, and at the end.
+        if self.global_step - self.logged_step >= 500 or self.global_step >= total or self.stop:
             self.logged_step = self.global_step
             self.writer.add_scalar("charts/learning_rate", optimizer.param_groups[0]["lr"], self.global_step)
             self.writer.add_scalar("charts/SPS", sps, self.global_step)
@@ -529,7 +579,11 @@ class Run:
             self.last_print = now
             print_progress(self.global_step, total, self.recent_returns, sps)
         if self.is_main and self.args.checkpoint_every and now - self.last_save >= self.args.checkpoint_every:
-            write_summary(self, [], self.save(), in_progress=True)  # what a run killed now goes on from
+            write_summary(self, [], self.save(), self.compiling(), in_progress=True)  # what a run killed goes on from
+
+    def compiling(self) -> Optional[dict]:
+        """What summary.json adds with --compile."""
+        return {"compile_seconds": self.compile_seconds} if self.args.compile else None
 
     def fail(self, error: FloatingPointError) -> None:
         """A non-finite loss or gradient: stop. The weights on disk are the last good ones."""
@@ -554,7 +608,8 @@ class Run:
             "algorithm": ALGORITHM, "obs_dim": self.obs_dim, "action_space": describe(self.action_space),
             "agent": self.agent.state_dict(), "optimizer": self.optimizer.state_dict(),
             "obs_rms": self.obs_rms, "return_rms": self.return_rms,
-            "global_step": self.global_step, "stats": self.stats, "args": asdict(self.args)})
+            "global_step": self.global_step, "kl_beta": self.kl_beta, "stats": self.stats,
+            "args": asdict(self.args)})
         return path
 
     def finish(self) -> Optional[dict]:
@@ -572,8 +627,7 @@ class Run:
                                         self.args.eval_greedy)
             except KeyboardInterrupt:  # Ctrl-C: the checkpoint is saved, only the evaluation is cut short
                 self.stopped_by = "SIGINT"
-        compiling = {"compile_seconds": self.compile_seconds} if self.args.compile else None
-        summary = write_summary(self, eval_returns, checkpoint, compiling)
+        summary = write_summary(self, eval_returns, checkpoint, self.compiling())
         report_end(self, summary, eval_returns)
         return summary
 
@@ -596,6 +650,7 @@ FLAG_RULES = {
     "torch_threads": "count", "gamma": "fraction", "gae_lambda": "fraction", "learning_rate": "positive",
     "max_grad_norm": "positive", "ent_coef": "non-negative", "vf_coef": "non-negative",
     "num_minibatches": "count", "update_epochs": "count", "clip_coef": "positive", "target_kl": "positive",
+    "kl_beta": "positive", "kl_dtarg": "positive",
     "checkpoint_every": "non-negative",
 }
 
@@ -788,8 +843,9 @@ def defaults_from_checkpoint(argv: list[str]) -> Args:
 # ------------------------------------------------------------------------ normalising wrappers
 def update_with_one(rms: RunningMeanStd, x: np.ndarray) -> None:
     """rms.update(np.array([x])), as gymnasium's wrappers call it at every env step, written for a
-    batch of one sample, whose mean is x and variance 0: bitwise the same numbers, without the
-    batch form's np.mean and np.var (3 to 15 times faster; README.md, "The physical limit")."""
+    batch of one sample, whose mean is x and variance 0: with the float64 statistics the scripts
+    keep, bitwise the same numbers (tests/test_fast_paths.py), without the batch form's np.mean
+    and np.var (3 to 15 times faster; README.md, "The physical limit")."""
     delta, count = x - rms.mean, rms.count + 1
     rms.mean, rms.var, rms.count = (rms.mean + delta / count,
                                     (rms.var * rms.count + np.square(delta) * rms.count / count) / count, count)
@@ -827,7 +883,9 @@ def compiled(loss_fn):
     if not os.path.isfile(os.path.join(sysconfig.get_paths()["include"], "Python.h")):
         raise UsageError("--compile needs Python's C headers (Python.h), not found: install them "
                          "(apt install python3-dev) or run without --compile")
-    return torch.compile(loss_fn)
+    compiled_fn = torch.compile(loss_fn)
+    # β goes in as a tensor: as a float it would be compiled in, and each new β compile anew
+    return lambda agent, batch, args, beta: compiled_fn(agent, batch, args, torch.tensor(beta))
 
 
 def seed_everything(seed: int, deterministic: bool) -> None:

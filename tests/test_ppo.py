@@ -64,10 +64,11 @@ def fake_rollout(agent, T=32, N=8, obs_dim=4, seed=0):
     with torch.no_grad():
         logprobs, _ = agent.logprob_entropy(obs, actions)
         values = agent.value(obs)
+        dist = agent.distribution(obs)
     advantages = torch.randn(T, N, generator=generator)
     return {"obs": obs.reshape(T * N, obs_dim), "actions": actions.reshape(-1), "logprobs": logprobs.reshape(-1),
             "advantages": advantages.reshape(-1), "returns": (advantages + values).reshape(-1),
-            "values": values.reshape(-1)}
+            "values": values.reshape(-1), "dist": dist.reshape(T * N, -1)}
 
 
 def test_ratio_is_exactly_one_on_the_first_minibatch_only(monkeypatch):

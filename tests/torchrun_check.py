@@ -32,8 +32,8 @@ def same_on_every_rank(obj) -> bool:
     return all(torch.equal(torch.as_tensor(other), torch.as_tensor(obj)) for other in gathered)
 
 
-def checked_update(agent, optimizer, batch, args, average_=None, *hooks):
-    result = ppo_update(agent, optimizer, batch, args, average_, *hooks)
+def checked_update(agent, optimizer, batch, args, *more, **keywords):
+    result = ppo_update(agent, optimizer, batch, args, *more, **keywords)
     flat = torch.cat([p.detach().reshape(-1).cpu() for p in agent.parameters()])
     seen["updates"] += 1
     seen["stopped_early"] += result["stopped_early"]

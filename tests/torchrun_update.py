@@ -25,7 +25,7 @@ def one_step(agent: ppo.Agent, batch: dict, world_size: int) -> None:
     advantage normalisation (which would use each rank's share alone)."""
     args = ppo.Args(num_minibatches=1, update_epochs=1, norm_adv=False, max_grad_norm=1e9, ent_coef=0.01)
     average_ = functools.partial(ppo.average_over_ranks_, world_size=world_size) if world_size > 1 else None
-    ppo.ppo_update(agent, torch.optim.SGD(agent.parameters(), lr=0.1), batch, args, average_)
+    ppo.ppo_update(agent, torch.optim.SGD(agent.parameters(), lr=0.1), batch, args, average_=average_)
 
 
 def agent_and_rollout() -> tuple[ppo.Agent, dict]:
@@ -36,8 +36,9 @@ def agent_and_rollout() -> tuple[ppo.Agent, dict]:
     with torch.no_grad():
         logprobs = agent.logprob_entropy(obs, actions)[0] + 0.1 * torch.randn(64)  # not the agent's own: ratios ≠ 1
         values = agent.value(obs)
+        dist = agent.distribution(obs)
     return agent, {"obs": obs, "actions": actions, "logprobs": logprobs, "advantages": torch.randn(64),
-                   "returns": values + torch.randn(64), "values": values}
+                   "returns": values + torch.randn(64), "values": values, "dist": dist}
 
 
 if __name__ == "__main__":
