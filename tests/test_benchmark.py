@@ -367,3 +367,26 @@ def test_env_speed_builds_the_scripts_own_wrappers():
 def test_env_speed_bad_flags_are_one_line_and_exit_2(flags, message, tmp_path):
     result = bench("env_speed.py", *flags, "--out", str(tmp_path))
     assert result.returncode == 2 and message in result.stderr and result.stderr.count("\n") == 1, result.stderr
+
+
+def test_random_scores_plays_random_episodes_and_repeats_them_for_a_seed(tmp_path):
+    """The 0 of the PPO paper's normalised scores: Pendulum's episodes are 200 steps of costs."""
+    records = []
+    for name in ("a", "b"):
+        result = bench("random_scores.py", "--env-ids", "Pendulum-v1", "--episodes", "3", "--out", str(tmp_path / name))
+        assert result.returncode == 0, result.stderr
+        with open(tmp_path / name / "random_scores.json") as f:
+            records.append(json.load(f))
+    score = records[0]["scores"]["Pendulum-v1"]
+    assert len(score["returns"]) == 3 and all(-3000 < r < 0 for r in score["returns"])
+    assert score["mean"] == pytest.approx(np.mean(score["returns"])) and len(set(score["returns"])) == 3
+    assert records[1]["scores"] == records[0]["scores"]  # the same seed, the same episodes
+    with open(tmp_path / "a" / "random_scores.md") as f:
+        assert f"| Pendulum-v1 | {score['mean']:,.1f} |" in f.read()
+
+
+@pytest.mark.parametrize("flags, message", [(["--episodes", "0"], "must be positive"),
+                                            (["--env-ids", "NoSuchEnv-v0"], "NoSuchEnv")])
+def test_random_scores_bad_flags_are_one_line_and_exit_2(flags, message, tmp_path):
+    result = bench("random_scores.py", *flags, "--out", str(tmp_path))
+    assert result.returncode == 2 and message in result.stderr and result.stderr.count("\n") == 1, result.stderr
