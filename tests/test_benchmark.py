@@ -378,7 +378,8 @@ def test_random_scores_plays_random_episodes_and_repeats_them_for_a_seed(tmp_pat
         with open(tmp_path / name / "random_scores.json") as f:
             records.append(json.load(f))
     score = records[0]["scores"]["Pendulum-v1"]
-    assert len(score["returns"]) == 3 and all(-3000 < r < 0 for r in score["returns"])
+    # Each of Pendulum's 200 steps costs between 0 and π² + 0.1·8² + 0.001·2² ≈ 16.3.
+    assert len(score["returns"]) == 3 and all(-3300 < r < 0 for r in score["returns"])
     assert score["mean"] == pytest.approx(np.mean(score["returns"])) and len(set(score["returns"])) == 3
     assert records[1]["scores"] == records[0]["scores"]  # the same seed, the same episodes
     with open(tmp_path / "a" / "random_scores.md") as f:
