@@ -38,8 +38,9 @@ as in a2c.py; then --update-epochs passes of --num-minibatches Adam steps, each 
 
     L(θ, φ) = -L^CLIP(θ) + c_v · ½ Ê_t[(V_φ(s_t) - R̂_t)²] - c_e · Ê_t[H(π_θ(·|s_t))]
 
-then θold ← θ: the next rollout comes from the updated policy (on the first minibatch ρ_t = 1, and
-the gradient is A2C's). Defaults tuned on CartPole-v1; ppo_continuous.py is PPO for Box actions.
+(-L^KLPEN or -L^CPI in its place with --objective), then θold ← θ: the next rollout comes from the
+updated policy (on the first minibatch ρ_t = 1, and the gradient is A2C's). Defaults tuned on
+CartPole-v1; ppo_continuous.py is PPO for Box actions.
 
 Reading map: clipped_policy_loss (L^CLIP, approximate KL, clipfrac), adapt_beta (β), Agent (π_θ,
 V_φ, the KL), ppo_loss (L), ppo_update and ppo_step, make_batch (log π_θold, Â_t, R̂_t), train():
