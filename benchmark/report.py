@@ -7,12 +7,22 @@ its tensorboard curve `charts/episodic_return`) and writes, under `<out>/<suite>
   mean ± std over seeds (numpy's std, ddof 0) of the final training return (last 20 episodes) and of
   the evaluation return, steps and seconds to the env's solve threshold (over the seeds that reached
   it), steps/s, and with 5 seeds or more the interquartile mean of the evaluation return with a 95%
-  bootstrap confidence interval over seeds (with fewer, the IQM is the mean and a bootstrap interval
-  says little); then the peers' numbers for that env from benchmark/peers.toml, each with its source;
+  bootstrap confidence interval over seeds, by rliable (with fewer, the IQM is the mean and a
+  bootstrap interval says little); then the peers' numbers for that env from benchmark/peers.toml,
+  each with its source;
 - `curves.png`: one panel per env, one line per script: the mean over seeds of the running mean of
   the last 20 episode returns, against env steps, with a band of ± one std over seeds.
 
+A table `[<suite>."<script>@<variant>"."<env id>"]` of the config is one setting of a script; it reports
+as a script of its own. With `--normalise`, runs are also scored as the PPO paper's Table 1 scores
+them (Schulman et al. 2017: the mean return of a run's last 100 episodes, normalised per task so that
+a random policy scores 0 and the best setting's mean 1), and aggregated with rliable (Agarwal et al.
+2021: mean and interquartile mean with stratified-bootstrap confidence intervals, probability of
+improvement): `records/` (a JSON record per run, kept across sessions: the report covers every run
+recorded there), `scores.csv`, `normalised.md`, `normalised.png` and `improvement.png`.
+
     python benchmark/report.py --suite classic
+    python benchmark/report.py --suite table1 --normalise
     python benchmark/report.py --speed benchmark/results/speed_suite   # speed.md from speed.py's results
 """
 
@@ -29,6 +39,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import tyro
+from rliable import library as rly
+from rliable import metrics
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COLUMNS = ("script", "env_id", "seed", "global_step", "final_return", "eval_return", "eval_return_std",
@@ -52,6 +64,15 @@ class Args:
     """the peers' published numbers"""
     speed: str = ""
     """in place of a suite: a folder of benchmark/speed.py results, summarised into speed.md there"""
+    normalise: bool = False
+    """also score each run as the PPO paper's Table 1 does, normalised per task against a random policy
+    and the best setting, and aggregate with rliable (normalised.md, normalised.png, improvement.png)"""
+    random_scores: str = os.path.join(ROOT, "benchmark", "results", "random_scores", "random_scores.json")
+    """a random policy's scores per env, from benchmark/random_scores.py (with --normalise)"""
+
+
+class UsageError(Exception):
+    """Reported in one line, exit status 2."""
 
 
 # ------------------------------------------------------------------------------------------ reading
@@ -71,8 +92,16 @@ def load_runs(runs_dir: str, suite: str) -> list[dict]:
     return runs
 
 
-def script_rank(script: str) -> tuple:
-    return (SCRIPT_ORDER.index(script) if script in SCRIPT_ORDER else len(SCRIPT_ORDER), script)
+def script_rank(label: str) -> tuple:
+    """The ladder's order; a script's variants ("<script>@<variant>") after it, by name."""
+    script = label.split("@")[0]
+    return (SCRIPT_ORDER.index(script) if script in SCRIPT_ORDER else len(SCRIPT_ORDER), label)
+
+
+def shown(label: str) -> str:
+    """ppo -> ppo.py; ppo_continuous@clip -> ppo_continuous.py: clip."""
+    script, _, variant = label.partition("@")
+    return f"{script}.py: {variant}" if variant else f"{script}.py"
 
 
 def episode_returns(run_dir: str) -> tuple[np.ndarray, np.ndarray]:
@@ -96,20 +125,20 @@ def learning_curve(steps: np.ndarray, returns: np.ndarray, grid: np.ndarray) -> 
 
 
 # -------------------------------------------------------------------------------------- statistics
-def interquartile_mean(values: np.ndarray) -> float:
-    """Mean of the middle half: drop the lowest and highest quarter (floor(n/4) values each side)."""
-    values = np.sort(values)
-    cut = len(values) // 4
-    return float(values[cut:len(values) - cut].mean())
+def bootstrap(score_dict: dict, statistic) -> tuple[dict, dict]:
+    """rliable's interval estimates with BOOTSTRAP_SAMPLES resamples from a fixed seed."""
+    with warnings.catch_warnings():  # arch would rather have a Generator than rliable's RandomState
+        warnings.simplefilter("ignore", FutureWarning)
+        return rly.get_interval_estimates(score_dict, statistic, reps=BOOTSTRAP_SAMPLES,
+                                          random_state=np.random.RandomState(0))
 
 
-def bootstrap_interval(values: np.ndarray, statistic, confidence: float = 0.95, seed: int = 0) -> tuple:
-    """Percentile bootstrap over seeds: resample the seeds with replacement, recompute the statistic."""
-    rng = np.random.default_rng(seed)
-    samples = rng.choice(values, size=(BOOTSTRAP_SAMPLES, len(values)), replace=True)
-    estimates = np.array([statistic(sample) for sample in samples])
-    tail = (1 - confidence) / 2 * 100
-    return float(np.percentile(estimates, tail)), float(np.percentile(estimates, 100 - tail))
+def interval(scores: np.ndarray, statistic) -> tuple[float, float, float]:
+    """statistic(scores) and its 95% percentile-bootstrap confidence interval, by rliable (Agarwal et al.
+    2021). scores is runs x tasks; each resample draws runs with replacement within each task (the
+    stratified bootstrap), so every task keeps its number of runs. Seeded: the same scores, the same interval."""
+    point, intervals = bootstrap({"": scores}, lambda sample: np.array([statistic(sample)]))
+    return float(point[""][0]), float(intervals[""][0, 0]), float(intervals[""][1, 0])
 
 
 def number(value: float) -> str:
@@ -160,9 +189,8 @@ def env_table(env_id: str, runs: list[dict], peers: list[dict]) -> list[str]:
         evals = np.array([r["eval_return"] for r in rows], dtype=np.float64)
         iqm = f"needs {IQM_MIN_SEEDS} seeds"
         if len(evals) >= IQM_MIN_SEEDS:
-            low, high = bootstrap_interval(evals, interquartile_mean)
-            iqm = f"{number(interquartile_mean(evals))} [{number(low)}, {number(high)}]"
-        lines.append(f"| {script}.py | {len(rows)} | {mean_std([r['final_return'] for r in rows])} | "
+            iqm = "{} [{}, {}]".format(*map(number, interval(evals[:, None], metrics.aggregate_iqm)))
+        lines.append(f"| {shown(script)} | {len(rows)} | {mean_std([r['final_return'] for r in rows])} | "
                      f"{mean_std(list(evals))} | {reached([r['steps_to_threshold'] for r in rows], threshold)} | "
                      f"{reached([r['seconds_to_threshold'] for r in rows], threshold, ' s')} | "
                      f"{mean_std([r['sps'] for r in rows])} | {iqm} |")
@@ -183,7 +211,7 @@ def overview(runs: list[dict], env_ids: list[str]) -> list[str]:
     for script in scripts:
         cells = [mean_std([r["eval_return"] for r in runs if r["script"] == script and r["env_id"] == env_id])
                  for env_id in env_ids]
-        lines.append(f"| {script}.py | " + " | ".join(cells) + " |")
+        lines.append(f"| {shown(script)} | " + " | ".join(cells) + " |")
     return lines + ["", "## Each env", ""]
 
 
@@ -219,14 +247,15 @@ def plot_curves(runs: list[dict], suite: str, path: str) -> None:
         env_runs = [r for r in runs if r["env_id"] == env_id]
         grid = np.linspace(0, max(r["global_step"] for r in env_runs), CURVE_POINTS + 1)[1:]
         for script in scripts:
-            curves = np.array([learning_curve(*episode_returns(r["run_dir"]), grid)
+            curves = np.array([np.interp(grid, r["curve_steps"], r["curve"]) if "curve" in r  # a record
+                               else learning_curve(*episode_returns(r["run_dir"]), grid)
                                for r in env_runs if r["script"] == script])
             if len(curves) == 0:
                 continue
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns, before any episode ended
                 mean, std = np.nanmean(curves, axis=0), np.nanstd(curves, axis=0)
-            axis.plot(grid, mean, color=colours[script], label=f"{script}.py ({len(curves)})")
+            axis.plot(grid, mean, color=colours[script], label=f"{shown(script)} ({len(curves)})")
             axis.fill_between(grid, mean - std, mean + std, color=colours[script], alpha=0.2, linewidth=0)
         axis.set_title(env_id)
         axis.xaxis.set_major_formatter(lambda x, _: f"{x / 1e6:g}M" if x >= 1e6 else f"{x / 1e3:g}k" if x else "0")
@@ -240,6 +269,147 @@ def plot_curves(runs: list[dict], suite: str, path: str) -> None:
     figure.tight_layout()
     figure.savefig(path, dpi=90)
     plt.close(figure)
+
+
+# ------------------------------------------------------------------------- normalised scores
+# The PPO paper's Table 1 (Schulman et al. 2017): its averages for the settings our table1 suite runs.
+PAPER_TABLE1 = {"plain": -0.39, "clip": 0.82, "kl-adaptive": 0.74, "kl-fixed": 0.71}
+PAPER_SETTINGS = {"plain": "no clipping or penalty", "clip": "clipping, ε = 0.2",
+                  "kl-adaptive": "adaptive KL, d_targ = 0.01", "kl-fixed": "fixed KL, β = 1"}
+LAST_EPISODES = 100  # the paper's score of a run: the mean return of its last 100 episodes
+
+
+def last_episodes_mean(run_dir: str) -> float:
+    steps, returns = episode_returns(run_dir)
+    return float(returns[np.argsort(steps, kind="stable")][-LAST_EPISODES:].mean())
+
+
+def normalise(scores: dict, random: dict) -> dict:
+    """{(label, env): [score per seed]} -> the same, normalised per env so that the random policy's
+    score is 0 and the best label's mean over seeds is 1 (above 1 for a seed better than that mean)."""
+    normalised = {}
+    for env_id in {env_id for _, env_id in scores}:
+        best = max(np.mean(values) for (_, env), values in scores.items() if env == env_id)
+        for (label, env), values in scores.items():
+            if env == env_id:
+                normalised[label, env] = [(v - random[env_id]) / (best - random[env_id]) for v in values]
+    return normalised
+
+
+def score_matrices(normalised: dict) -> tuple[dict, list]:
+    """{label: runs x tasks array} over the tasks where every label has the same number of runs
+    (rliable's layout), and those tasks."""
+    labels = sorted({label for label, _ in normalised}, key=script_rank)
+    tasks = sorted(env for env in {env for _, env in normalised}
+                   if len({len(normalised.get((label, env), [])) for label in labels}) == 1)
+    return {label: np.array([normalised[label, env] for env in tasks]).T for label in labels}, tasks
+
+
+def keep_records(runs: list[dict], folder: str) -> list[dict]:
+    """Write a record of each run, `<folder>/<script>/<env id>/seed_<seed>.json`: its summary's numbers,
+    the mean return of its last 100 episodes and its learning curve. Then return every record in the
+    folder, earlier ones included: committed, they are the suite's raw results, and a later session
+    that runs more tasks reports them all."""
+    for run in runs:
+        steps, returns = episode_returns(run["run_dir"])
+        grid = np.linspace(0, run["global_step"], CURVE_POINTS + 1)[1:]
+        record = {**{key: run[key] for key in ("script", *COLUMNS[1:])}, "episodes": len(returns),
+                  "last_100_return": last_episodes_mean(run["run_dir"]), "curve_steps": grid.tolist(),
+                  "curve": learning_curve(steps, returns, grid).tolist()}
+        path = os.path.join(folder, run["script"], run["env_id"].replace("/", "_").replace(":", "_"),
+                            f"seed_{run['seed']}.json")
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w") as f:
+            json.dump(record, f, indent=1)
+    records = []
+    for path in glob.glob(os.path.join(glob.escape(folder), "*", "*", "seed_*.json")):
+        with open(path) as f:
+            records.append(json.load(f))
+    records.sort(key=lambda r: (script_rank(r["script"]), r["env_id"], r["seed"]))
+    return records
+
+
+def write_normalised(runs: list[dict], random: dict, suite: str, out: str) -> list[str]:
+    """scores.csv, normalised.md, normalised.png and improvement.png: the runs (records of keep_records)
+    scored as in the paper's Table 1, aggregated with rliable. Returns the files written."""
+    scores = {}
+    for run in runs:
+        scores.setdefault((run["script"], run["env_id"]), []).append(run["last_100_return"])
+    normalised = normalise(scores, random)
+    for run in runs:
+        values = scores[run["script"], run["env_id"]]
+        run["normalised"] = normalised[run["script"], run["env_id"]][values.index(run["last_100_return"])]
+    with open(os.path.join(out, "scores.csv"), "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=("script", "env_id", "seed", "global_step", "last_100_return",
+                                               "normalised"), extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(runs)
+    matrices, tasks = score_matrices(normalised)
+    left_out = sorted({env for _, env in normalised} - set(tasks))
+    aggregates = {}
+    for label, matrix in matrices.items():
+        aggregates[label] = [interval(matrix, metrics.aggregate_mean), interval(matrix, metrics.aggregate_iqm)]
+    lines = [f"# Suite {suite}: normalised scores", "",
+             f"Made by `python benchmark/report.py --suite {suite} --normalise`. A run's score is the mean return of "
+             f"its last {LAST_EPISODES} training episodes; per task, (score − random) / (best − random), where random "
+             "is a uniformly random policy's mean return (benchmark/results/random_scores) and best the highest mean "
+             "over seeds among the settings here, as in the PPO paper's Table 1. The mean and the interquartile mean "
+             "(IQM) are over every run of every task, with 95% stratified-bootstrap confidence intervals "
+             f"({BOOTSTRAP_SAMPLES:,} resamples), by rliable.", "",
+             f"Tasks: {', '.join(tasks)}; {len(next(iter(matrices.values())))} seeds each."
+             + (f" Left out, their runs not all done: {', '.join(left_out)}." if left_out else ""), "",
+             "| setting | " + " | ".join(tasks) + " | mean [95% CI] | IQM [95% CI] | paper's average |",
+             "|---" * (len(tasks) + 4) + "|"]
+    for label, matrix in matrices.items():
+        cells = [f"{value:.2f}" for value in matrix.mean(axis=0)]
+        cells += ["{:.2f} [{:.2f}, {:.2f}]".format(*estimate) for estimate in aggregates[label]]
+        variant = label.partition("@")[2]
+        paper = f"{PAPER_TABLE1[variant]:.2f} ({PAPER_SETTINGS[variant]})" if variant in PAPER_TABLE1 else "–"
+        lines.append(f"| {shown(label)} | " + " | ".join(cells) + f" | {paper} |")
+    lines += ["", "Probability of improvement, P(X > Y): the chance that a run of X outscores a run of Y on a "
+              "task drawn at random (Mann-Whitney U per task, averaged over tasks), with its 95% bootstrap interval.",
+              "", "| X | Y | P(X > Y) [95% CI] |", "|---|---|---|"]
+    pairs = {}
+    for i, x in enumerate(matrices):
+        for y in list(matrices)[i + 1:]:
+            pairs[f"{x},{y}"] = (matrices[x], matrices[y])
+    improvement, improvement_intervals = bootstrap(pairs, metrics.probability_of_improvement)
+    for pair, probability in improvement.items():
+        x, y = pair.split(",")
+        low, high = np.ravel(improvement_intervals[pair])
+        lines.append(f"| {shown(x)} | {shown(y)} | {probability:.2f} [{float(low):.2f}, {float(high):.2f}] |")
+    lines += ["", "Raw scores (mean return of the last 100 episodes), per seed:", "",
+              "| setting | task | scores | random | normalised |", "|---|---|---|---|---|"]
+    for (label, env_id), values in sorted(scores.items(), key=lambda item: (script_rank(item[0][0]), item[0][1])):
+        lines.append(f"| {shown(label)} | {env_id} | {', '.join(number(v) for v in values)} | "
+                     f"{number(random[env_id])} | {', '.join(f'{v:.2f}' for v in normalised[label, env_id])} |")
+    with open(os.path.join(out, "normalised.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    plot_normalised(aggregates, improvement, improvement_intervals, out)
+    return ["scores.csv", "normalised.md", "normalised.png", "improvement.png"]
+
+
+def plot_normalised(aggregates: dict, improvement: dict, improvement_intervals: dict, out: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from rliable import plot_utils
+
+    names = {label: shown(label) for label in aggregates}
+    figure, _ = plot_utils.plot_interval_estimates(
+        {names[label]: np.array([mean[0], iqm[0]]) for label, (mean, iqm) in aggregates.items()},
+        {names[label]: np.array([[mean[1], iqm[1]], [mean[2], iqm[2]]]) for label, (mean, iqm) in aggregates.items()},
+        metric_names=["Mean", "IQM"], algorithms=list(names.values()), xlabel="normalised score",
+        xlabel_y_coordinate=-0.3, subfigure_width=4.0, row_height=0.6)
+    figure.savefig(os.path.join(out, "normalised.png"), dpi=90, bbox_inches="tight")
+    plt.close(figure)
+    pair_names = {pair: ",".join(map(shown, pair.split(","))) for pair in improvement}
+    axis = plot_utils.plot_probability_of_improvement(
+        {pair_names[pair]: np.array([p]) for pair, p in improvement.items()},
+        {pair_names[pair]: np.ravel(i).reshape(2, 1) for pair, i in improvement_intervals.items()},
+        figsize=(6, 0.6 * len(improvement) + 1))
+    axis.figure.savefig(os.path.join(out, "improvement.png"), dpi=90, bbox_inches="tight")
+    plt.close(axis.figure)
 
 
 def median_of(runs: list[dict], key: str):
@@ -293,25 +463,48 @@ def write_speed_table(folder: str) -> str:
     return out
 
 
+def read_random_scores(path: str, env_ids: set) -> dict:
+    """{env id: a random policy's mean return} from benchmark/random_scores.py's JSON, for every env of env_ids."""
+    try:
+        with open(path) as f:
+            random = {env_id: score["mean"] for env_id, score in json.load(f)["scores"].items()}
+    except (OSError, json.JSONDecodeError, KeyError, TypeError) as error:
+        raise UsageError(f"cannot read random scores from {path}: {error!r}")
+    missing = sorted(env_ids - set(random))
+    if missing:
+        raise UsageError(f"no random score for {', '.join(missing)} in {path}; "
+                         f"measure it with python benchmark/random_scores.py --env-ids {' '.join(missing)}")
+    return random
+
+
 def main(args: Args) -> int:
     if args.speed:
         print(f"wrote {write_speed_table(args.speed)}")
         return 0
     runs = load_runs(args.runs_dir, args.suite)
+    out = os.path.join(args.out, args.suite)
+    if args.normalise and (runs or os.path.isdir(os.path.join(out, "records"))):
+        runs = keep_records(runs, os.path.join(out, "records"))  # this session's runs and earlier ones
     if not runs:
-        print(f"report.py: error: no finished runs under {os.path.join(args.runs_dir, args.suite)}; "
-              f"run python benchmark/run.py --suite {args.suite} first", file=sys.stderr)
-        return 2
+        raise UsageError(f"no finished runs under {os.path.join(args.runs_dir, args.suite)}; "
+                         f"run python benchmark/run.py --suite {args.suite} first")
+    random = read_random_scores(args.random_scores, {r["env_id"] for r in runs}) if args.normalise else {}
     with open(args.peers, "rb") as f:
         peers = tomllib.load(f)["peer"]
-    out = os.path.join(args.out, args.suite)
     os.makedirs(out, exist_ok=True)
     write_csv(runs, os.path.join(out, "runs.csv"))
     write_markdown(runs, peers, args.suite, os.path.join(out, "results.md"))
     plot_curves(runs, args.suite, os.path.join(out, "curves.png"))
-    print(f"{len(runs)} runs: wrote runs.csv, results.md and curves.png to {out}")
+    written = ["runs.csv", "results.md", "curves.png"]
+    if args.normalise:
+        written = ["records/"] + written + write_normalised(runs, random, args.suite, out)
+    print(f"{len(runs)} runs: wrote {', '.join(written)} to {out}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(tyro.cli(Args, description=__doc__.split("\n\n")[0])))
+    try:
+        sys.exit(main(tyro.cli(Args, description=__doc__.split("\n\n")[0])))
+    except UsageError as error:
+        print(f"report.py: error: {error}", file=sys.stderr)
+        sys.exit(2)

@@ -36,7 +36,7 @@ class Args:
     suite: str = "classic"
     """the suite to run: a top-level table of the config (smoke, classic, mujoco)"""
     scripts: Optional[list[str]] = None
-    """only these scripts (e.g. ppo trpo); default: every script the suite has"""
+    """only these scripts (e.g. ppo trpo) or variants (ppo_continuous@plain); default: all the suite has"""
     envs: Optional[list[str]] = None
     """only these env ids; default: every env the suite has"""
     seeds: Optional[list[int]] = None
@@ -57,15 +57,19 @@ class UsageError(Exception):
 
 @dataclass
 class Job:
-    script: str
+    label: str  # the config's table name: the script, or "<script>@<variant>" for one of its settings
     env_id: str
     seed: int
     flags: dict
     folder: str
 
     @property
+    def script(self) -> str:
+        return self.label.split("@")[0]
+
+    @property
     def name(self) -> str:
-        return f"{self.script} {self.env_id} seed {self.seed}"
+        return f"{self.label} {self.env_id} seed {self.seed}"
 
     @property
     def steps(self) -> int:
@@ -85,7 +89,8 @@ def as_flags(settings: dict) -> list[str]:
 
 
 def plan(args: Args) -> list[Job]:
-    """The selected jobs of the suite, in config order (script, env), seeds innermost."""
+    """The selected jobs of the suite, in config order (script, env), seeds innermost. A table named
+    "<script>@<variant>" runs <script>.py with its own flags and reports as a script of its own."""
     try:
         with open(args.config, "rb") as f:
             config = tomllib.load(f)
@@ -97,27 +102,29 @@ def plan(args: Args) -> list[Job]:
         raise UsageError(f"--jobs must be at least 1, got {args.jobs}")
     suite = config[args.suite]
     seeds = args.seeds if args.seeds is not None else suite.get("seeds", [1])
-    tables = {script: envs for script, envs in suite.items() if isinstance(envs, dict)}
+    tables = {label: envs for label, envs in suite.items() if isinstance(envs, dict)}
+    suite_scripts = {label.split("@")[0] for label in tables} | set(tables)
     suite_envs = {env_id for envs in tables.values() for env_id in envs}
-    for wanted, known, what in ((args.scripts, tables, "script"), (args.envs, suite_envs, "env")):
+    for wanted, known, what in ((args.scripts, suite_scripts, "script"), (args.envs, suite_envs, "env")):
         unknown = sorted(set(wanted or []) - set(known))
         if unknown:
             raise UsageError(f"suite {args.suite!r} has no {what} {', '.join(unknown)}; "
                              f"it has: {', '.join(sorted(known))}")
     jobs = []
-    for script, envs in tables.items():
-        if args.scripts is not None and script not in args.scripts:
+    for label, envs in tables.items():
+        script = label.split("@")[0]
+        if args.scripts is not None and script not in args.scripts and label not in args.scripts:
             continue
         if not os.path.exists(os.path.join(ROOT, f"{script}.py")):
-            print(f"skipping {script}: there is no {script}.py yet", flush=True)
+            print(f"skipping {label}: there is no {script}.py yet", flush=True)
             continue
         for env_id, flags in envs.items():
             if args.envs is not None and env_id not in args.envs:
                 continue
             for seed in seeds:
-                folder = os.path.join(args.runs_dir, args.suite, script, env_id.replace("/", "_").replace(":", "_"),
+                folder = os.path.join(args.runs_dir, args.suite, label, env_id.replace("/", "_").replace(":", "_"),
                                       f"seed_{seed}")
-                jobs.append(Job(script, env_id, seed, flags, folder))
+                jobs.append(Job(label, env_id, seed, flags, folder))
     if not jobs:
         raise UsageError(f"the selection leaves no job in suite {args.suite!r}")
     return jobs

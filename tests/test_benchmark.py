@@ -5,6 +5,7 @@ import glob
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -20,6 +21,7 @@ from conftest import ROOT
 sys.path.insert(0, os.path.join(ROOT, "benchmark"))
 import report  # noqa: E402
 import run  # noqa: E402
+from rliable import metrics  # noqa: E402
 
 FAILING_JOB = ("trpo", "NoSuchEnv-v0")  # added to the smoke suite: the script refuses the env (exit 2)
 
@@ -30,7 +32,7 @@ def bench(tool: str, *flags: str, timeout: float = 180) -> subprocess.CompletedP
 
 
 def write_config(path, tables: dict) -> None:
-    """A TOML file of [suite] / [suite.script."env"] tables (values: ints, floats, bools, lists of ints)."""
+    """A TOML file of [suite] / [suite."script"."env"] tables (values: ints, floats, bools, strings)."""
     lines = []
     for suite, contents in tables.items():
         lines += [f"[{suite}]", f"seeds = {contents['seeds']}"]
@@ -38,9 +40,8 @@ def write_config(path, tables: dict) -> None:
             if script == "seeds":
                 continue
             for env_id, flags in envs.items():
-                lines.append(f'[{suite}.{script}."{env_id}"]')
-                lines += [f"{key} = {str(value).lower() if isinstance(value, bool) else value}"
-                          for key, value in flags.items()]
+                lines.append(f'[{suite}."{script}"."{env_id}"]')
+                lines += [f"{key} = {json.dumps(value)}" for key, value in flags.items()]
     path.write_text("\n".join(lines) + "\n")
 
 
@@ -256,14 +257,37 @@ def test_learning_curve_is_the_running_mean_of_the_last_20_episodes():
     assert report.learning_curve(steps[shuffled], returns[shuffled], np.array([25.0]))[0] == 14.5
 
 
-def test_interquartile_mean_and_bootstrap_interval():
-    assert report.interquartile_mean(np.array([8.0, 1, 2, 3, 4, 5, 6, 7])) == 4.5  # mean of 3..6
-    assert report.interquartile_mean(np.array([1.0, 2, 3, 1000])) == 2.5  # the outlier is trimmed
-    assert report.interquartile_mean(np.array([1.0, 2, 6])) == 3.0  # fewer than 4 seeds: the plain mean
-    values = np.array([0.0, 1.0, 2.0, 3.0, 10.0])
-    low, high = report.bootstrap_interval(values, report.interquartile_mean)
-    assert 0.0 <= low < report.interquartile_mean(values) < high <= 10.0
-    assert report.bootstrap_interval(np.array([5.0, 5.0]), np.mean) == (5.0, 5.0)
+def test_interval_is_rliables_seeded_stratified_bootstrap():
+    column = lambda *values: np.array(values, dtype=np.float64)[:, None]  # runs x 1 task
+    assert report.interval(column(8, 1, 2, 3, 4, 5, 6, 7), metrics.aggregate_iqm)[0] == 4.5  # mean of 3..6
+    assert report.interval(column(1, 2, 3, 1000), metrics.aggregate_iqm)[0] == 2.5  # the outlier is trimmed
+    assert report.interval(column(1, 2, 6), metrics.aggregate_iqm)[0] == 3.0  # fewer than 4 runs: the plain mean
+    point, low, high = report.interval(column(0, 1, 2, 3, 10), metrics.aggregate_iqm)
+    assert 0.0 <= low < point < high <= 10.0
+    assert report.interval(column(0, 1, 2, 3, 10), metrics.aggregate_iqm) == (point, low, high)  # seeded
+    assert report.interval(column(5, 5), np.mean) == (5.0, 5.0, 5.0)
+    # Stratified: resampling runs within each task keeps each task's values, so a task scoring 0 on every run
+    # and one scoring 1 on every run give a mean of 0.5 in every resample (across tasks it would not).
+    assert report.interval(np.array([[0.0, 1.0]] * 4), metrics.aggregate_mean) == (0.5, 0.5, 0.5)
+
+
+def test_normalise_makes_random_0_and_the_best_settings_mean_1():
+    scores = {("a", "E"): [10.0, 30.0], ("b", "E"): [0.0, 10.0], ("a", "F"): [-10.0, -10.0], ("b", "F"): [50.0, 70.0]}
+    normalised = report.normalise(scores, {"E": 0.0, "F": -40.0})
+    assert normalised[("a", "E")] == [0.5, 1.5] and normalised[("b", "E")] == [0.0, 0.5]  # best: a's mean, 20
+    assert normalised[("b", "F")] == [0.9, 1.1] and normalised[("a", "F")] == [0.3, 0.3]  # (x + 40) / (60 + 40)
+    matrices, tasks = report.score_matrices({**normalised, ("a", "G"): [1.0, 1.0], ("b", "G"): [1.0]})
+    assert tasks == ["E", "F"]  # G left out: b has one run of it, a two
+    assert matrices["a"].tolist() == [[0.5, 0.3], [1.5, 0.3]]  # runs x tasks, as rliable takes them
+
+
+def test_last_100_episodes_by_step(tmp_path):
+    from torch.utils.tensorboard import SummaryWriter
+    writer = SummaryWriter(str(tmp_path))
+    for i in np.random.default_rng(0).permutation(150):  # episodes logged out of order by parallel envs
+        writer.add_scalar("charts/episodic_return", float(i), int(i) * 10)
+    writer.close()
+    assert report.last_episodes_mean(str(tmp_path)) == np.mean(np.arange(50.0, 150.0))
 
 
 def test_flags_from_config_values():
@@ -277,12 +301,13 @@ def test_every_job_of_the_config_names_real_flags():
     with open(os.path.join(ROOT, "benchmark", "zoo.toml"), "rb") as f:
         config = tomllib.load(f)
     for suite in config.values():
-        for script, envs in suite.items():
+        for label, envs in suite.items():
             if isinstance(envs, dict):
+                script = label.split("@")[0]  # a variant: "<script>@<variant>"
                 fields = importlib.import_module(script).Args.__dataclass_fields__
                 for env_id, flags in envs.items():
-                    assert set(flags) <= set(fields), (script, env_id, set(flags) - set(fields))
-                    assert "total_timesteps" in flags, (script, env_id)  # the budget is always stated
+                    assert set(flags) <= set(fields), (label, env_id, set(flags) - set(fields))
+                    assert "total_timesteps" in flags, (label, env_id)  # the budget is always stated
 
 
 @pytest.mark.parametrize("flags, message", [
@@ -301,6 +326,63 @@ def test_runner_bad_selection_is_one_line_and_exit_2(flags, message, tmp_path):
 def test_report_without_runs_says_what_to_do(tmp_path):
     result = bench("report.py", "--suite", "smoke", "--runs-dir", str(tmp_path), "--out", str(tmp_path / "out"))
     assert result.returncode == 2 and "run python benchmark/run.py --suite smoke first" in result.stderr
+
+
+def test_variants_run_as_scripts_of_their_own_and_report_normalised_scores(tmp_path):
+    """Tables "ppo@clip" and "ppo@plain" run ppo.py with their own flags, in folders of their own; the
+    report scores them as the PPO paper's Table 1 does, from records that outlive the runs."""
+    config, runs_dir, out = tmp_path / "zoo.toml", str(tmp_path / "runs"), tmp_path / "out"
+    job = {"total_timesteps": 2048, "eval_episodes": 1}
+    write_config(config, {"tiny": {"seeds": [1, 2], "ppo@clip": {"CartPole-v1": {**job, "objective": "clip"}},
+                                   "ppo@plain": {"CartPole-v1": {**job, "objective": "plain"}}}})
+    flags = ("--suite", "tiny", "--config", str(config), "--runs-dir", runs_dir)
+    only_plain = bench("run.py", *flags, "--scripts", "ppo@plain", "--dry-run")
+    assert "2 jobs" in only_plain.stdout and "ppo@plain CartPole-v1 seed 2  --total-timesteps 2048" in only_plain.stdout
+    result = bench("run.py", *flags, "--jobs", "2")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "done    ppo@plain CartPole-v1 seed 2" in result.stdout
+    summaries = job_summaries(runs_dir, "tiny")
+    assert {(label, summary["args"]["objective"]) for (label, _, _), (_, summary) in summaries.items()} == {
+        ("ppo@clip", "clip"), ("ppo@plain", "plain")}
+    random_scores = tmp_path / "random.json"
+    random_scores.write_text(json.dumps({"scores": {"CartPole-v1": {"mean": 10.0}}}))
+    report_flags = ("--suite", "tiny", "--runs-dir", runs_dir, "--out", str(out), "--random-scores", str(random_scores))
+    made = bench("report.py", *report_flags, "--normalise")
+    assert made.returncode == 0, made.stdout + made.stderr
+    records = sorted(glob.glob(str(out / "tiny" / "records" / "*" / "CartPole-v1" / "seed_*.json")))
+    assert len(records) == 4
+    scores = {}
+    for path in records:
+        with open(path) as f:
+            record = json.load(f)
+        (summary_path,) = glob.glob(os.path.join(runs_dir, "tiny", record["script"], "CartPole-v1",
+                                                 f"seed_{record['seed']}", "*", "summary.json"))
+        steps, returns = report.episode_returns(os.path.dirname(summary_path))
+        assert record["episodes"] == len(returns) and record["last_100_return"] == pytest.approx(
+            returns[np.argsort(steps, kind="stable")][-100:].mean())
+        scores.setdefault(record["script"], {})[record["seed"]] = record["last_100_return"]
+    best = max(np.mean(list(seeds.values())) for seeds in scores.values())
+    with open(out / "tiny" / "scores.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 4
+    for row in rows:  # (score - random) / (best setting's mean - random)
+        expected = (scores[row["script"]][int(row["seed"])] - 10.0) / (best - 10.0)
+        assert float(row["normalised"]) == pytest.approx(expected)
+    table = (out / "tiny" / "normalised.md").read_text()
+    assert "| ppo.py: clip | " in table and "| ppo.py: plain | " in table and "| ppo.py: clip | ppo.py: plain | " in table
+    assert "| 1.00 | " in table  # the best setting's mean over seeds, on the one task
+    assert "0.82 (clipping, ε = 0.2)" in table and "-0.39 (no clipping or penalty)" in table  # the paper's
+    import matplotlib.image
+    for picture in ("normalised.png", "improvement.png", "curves.png"):
+        image = matplotlib.image.imread(out / "tiny" / picture)
+        assert image.shape[0] > 100 and image.std() > 0
+    # The records outlive the runs: with the runs gone, the report is the same.
+    shutil.rmtree(runs_dir)
+    again = bench("report.py", *report_flags, "--normalise")
+    assert again.returncode == 0 and (out / "tiny" / "normalised.md").read_text() == table
+    random_scores.write_text(json.dumps({"scores": {"Pendulum-v1": {"mean": 10.0}}}))
+    missing = bench("report.py", *report_flags, "--normalise", "--runs-dir", str(tmp_path / "none"))
+    assert missing.returncode == 2 and missing.stderr.count("\n") == 1 and "no random score for CartPole-v1" in missing.stderr
 
 
 def test_speed_records_each_seed_run_alone(tmp_path):
