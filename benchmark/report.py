@@ -99,9 +99,9 @@ def script_rank(label: str) -> tuple:
 
 
 def shown(label: str) -> str:
-    """ppo -> ppo.py; ppo_continuous@clip -> ppo_continuous.py: clip."""
+    """ppo -> ppo.py; ppo_continuous@clip -> ppo_continuous.py: clip; trpo@sb3 -> SB3 as trpo.py."""
     script, _, variant = label.partition("@")
-    return f"{script}.py: {variant}" if variant else f"{script}.py"
+    return {"": f"{script}.py", "sb3": f"SB3 as {script}.py"}.get(variant, f"{script}.py: {variant}")
 
 
 def episode_returns(run_dir: str) -> tuple[np.ndarray, np.ndarray]:
@@ -203,6 +203,40 @@ def env_table(env_id: str, runs: list[dict], peers: list[dict]) -> list[str]:
     return lines + [""]
 
 
+def versus_sb3(runs: list[dict]) -> list[str]:
+    """Ours against SB3 at the same settings (run.py --versus-sb3), per script and env: medians over seeds,
+    the two-sided Mann-Whitney U test on the final training returns, and rliable's probability that a
+    run of ours outscores one of SB3's, with its 95% bootstrap interval."""
+    from scipy.stats import mannwhitneyu
+    lines = []
+    for label, env_id in sorted({(r["script"], r["env_id"]) for r in runs if r["script"].endswith("@sb3")},
+                                key=lambda pair: (script_rank(pair[0]), pair[1])):
+        script = label.partition("@")[0]
+        ours = [r for r in runs if r["script"] == script and r["env_id"] == env_id]
+        theirs = [r for r in runs if r["script"] == label and r["env_id"] == env_id]
+        if not ours or not theirs:
+            continue
+        final_ours = np.array([r["final_return"] for r in ours], dtype=np.float64)
+        final_theirs = np.array([r["final_return"] for r in theirs], dtype=np.float64)
+        p_value = mannwhitneyu(final_ours, final_theirs, alternative="two-sided").pvalue
+        improvement, intervals = bootstrap({"": (final_ours[:, None], final_theirs[:, None])},
+                                           metrics.probability_of_improvement)
+        low, high = np.ravel(intervals[""])
+        median = lambda rows, key: number(float(np.median([r[key] for r in rows if r[key] is not None])))
+        lines.append(f"| {script}.py | {env_id} | {len(ours)} / {len(theirs)} | {median(ours, 'final_return')} | "
+                     f"{median(theirs, 'final_return')} | {median(ours, 'eval_return')} | "
+                     f"{median(theirs, 'eval_return')} | {float(improvement['']):.2f} [{low:.2f}, {high:.2f}] | "
+                     f"{p_value:.3f} |")
+    if not lines:
+        return []
+    return ["## Ours against Stable-Baselines3 at the same settings", "",
+            "benchmark/run.py --versus-sb3 (benchmark/sb3_train.py: SB3's PPO or A2C, sb3-contrib's TRPO). Medians over "
+            "seeds; P(ours > SB3): the chance that a run of ours ends with the higher final training return, with its "
+            "95% bootstrap interval (rliable); p: the two-sided Mann-Whitney U test on the final training returns.", "",
+            "| script | env | seeds (ours / SB3) | final training return, ours | SB3 | evaluation return, ours | SB3 | "
+            "P(ours > SB3) [95% CI] | p |", "|---|---|---|---|---|---|---|---|---|", *lines, ""]
+
+
 def overview(runs: list[dict], env_ids: list[str]) -> list[str]:
     """One table of the evaluation returns: a row per script, a column per env."""
     scripts = sorted({r["script"] for r in runs}, key=script_rank)
@@ -225,7 +259,7 @@ def write_markdown(runs: list[dict], peers: list[dict], suite: str, path: str) -
              "steps/s are as the runs measured them, sharing the machine with the other jobs of the suite: "
              "benchmark/speed.py measures speed one run at a time.", ""]
     env_ids = sorted({r["env_id"] for r in runs})
-    lines += overview(runs, env_ids)
+    lines += versus_sb3(runs) + overview(runs, env_ids)
     for env_id in env_ids:
         lines += env_table(env_id, [r for r in runs if r["env_id"] == env_id], peers)
     with open(path, "w") as f:

@@ -12,6 +12,11 @@ again. A failed job is reported with the end of its log and the others go on. Th
     python benchmark/run.py --suite classic
     python benchmark/run.py --suite classic --scripts ppo trpo --envs CartPole-v1 --seeds 1 2
     python benchmark/run.py --suite mujoco --jobs 16 --dry-run
+    python benchmark/run.py --suite mujoco --scripts trpo --envs Hopper-v5 --seeds 1 2 3 4 5 --versus-sb3
+
+With --versus-sb3, each job of a script that Stable-Baselines3 also has is followed by SB3's run with
+the same settings (benchmark/sb3_train.py; needs stable-baselines3 and sb3-contrib), in a folder
+"<script>@sb3" of its own; benchmark/report.py then sets the two side by side.
 """
 
 import glob
@@ -29,6 +34,7 @@ from typing import Optional
 import tyro
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SB3_SCRIPTS = ("ppo", "ppo_continuous", "a2c", "trpo")  # those benchmark/sb3_train.py has a counterpart for
 
 
 @dataclass
@@ -49,6 +55,9 @@ class Args:
     """where the jobs' runs and logs go (one folder per suite)"""
     dry_run: bool = False
     """list the jobs and whether each is finished, and run nothing"""
+    versus_sb3: bool = False
+    """beside each job of a script SB3 has (ppo, ppo_continuous, a2c, trpo), its Stable-Baselines3
+    counterpart with the same settings (benchmark/sb3_train.py), as "<script>@sb3", seed by seed"""
 
 
 class UsageError(Exception):
@@ -121,10 +130,12 @@ def plan(args: Args) -> list[Job]:
         for env_id, flags in envs.items():
             if args.envs is not None and env_id not in args.envs:
                 continue
+            labels = [label] + ([f"{script}@sb3"] if args.versus_sb3 and script in SB3_SCRIPTS else [])
             for seed in seeds:
-                folder = os.path.join(args.runs_dir, args.suite, label, env_id.replace("/", "_").replace(":", "_"),
-                                      f"seed_{seed}")
-                jobs.append(Job(label, env_id, seed, flags, folder))
+                for name in labels:
+                    folder = os.path.join(args.runs_dir, args.suite, name, env_id.replace("/", "_").replace(":", "_"),
+                                          f"seed_{seed}")
+                    jobs.append(Job(name, env_id, seed, flags, folder))
     if not jobs:
         raise UsageError(f"the selection leaves no job in suite {args.suite!r}")
     return jobs
@@ -162,14 +173,16 @@ def start(job: Job) -> subprocess.Popen:
     summary = read_summary(job)
     resumable = summary is not None and summary.get("interrupted") and same_settings(job, summary)
     checkpoint = summary.get("checkpoint") if resumable else None
+    program = ([os.path.join(ROOT, "benchmark", "sb3_train.py")] if job.label.endswith("@sb3")
+               else [os.path.join(ROOT, f"{job.script}.py")])
     if checkpoint and os.path.exists(checkpoint):
-        command = [sys.executable, os.path.join(ROOT, f"{job.script}.py"), "--resume", checkpoint]
+        command = [sys.executable, *program, "--resume", checkpoint]
         mode = "a"
     else:
         shutil.rmtree(job.folder, ignore_errors=True)
         os.makedirs(job.folder)
-        command = [sys.executable, os.path.join(ROOT, f"{job.script}.py"), "--env-id", job.env_id,
-                   "--seed", str(job.seed), "--runs-dir", job.folder, *as_flags(job.flags)]
+        script_flags = ["--env-id", job.env_id, "--seed", str(job.seed), "--runs-dir", job.folder, *as_flags(job.flags)]
+        command = [sys.executable, *program, *(["--as", job.script] if job.label.endswith("@sb3") else []), *script_flags]
         mode = "w"
     log = open(os.path.join(job.folder, "log.txt"), mode)
     log.write("$ " + " ".join(command) + "\n")

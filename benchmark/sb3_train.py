@@ -1,7 +1,8 @@
-"""Train the Stable-Baselines3 counterpart of one of our runs, with the same hyperparameters, for timing.
+"""Train the Stable-Baselines3 counterpart of one of our runs, with the same hyperparameters.
 
-Reads a run's summary.json (its "args" are the run's full settings) and trains SB3's PPO or A2C, or
-sb3-contrib's TRPO, on the same env, seed, budget and settings: the same network (two 64-unit tanh
+Two uses. For benchmark/speed.py, it reads a run's summary.json (its "args" are the run's full
+settings) and trains SB3's PPO or A2C, or sb3-contrib's TRPO, on the same env, seed, budget and
+settings: the same network (two 64-unit tanh
 layers, separate actor and critic, orthogonal init), envs x steps per update, minibatches, epochs,
 learning rate and its annealing, γ, λ, clipping, advantage and observation/reward normalisation, CG
 and line-search settings. Torch gets one thread, as our scripts have by default. Writes the numbers
@@ -9,17 +10,32 @@ benchmark/speed.py compares, timed the way our scripts time themselves (training
 
     python benchmark/sb3_train.py --summary runs/.../summary.json --out sb3.json
 
+For benchmark/run.py --versus-sb3, it is a job of its own: `--as <script>` followed by that script's
+flags trains SB3 with the settings the script would run with (its defaults where no flag is given) and
+leaves what our runs leave, in a folder under --runs-dir: each training episode's return in tensorboard
+(charts/episodic_return, at the env step it ended), an evaluation of --eval-episodes episodes with the
+mean action (observations normalised by the frozen statistics, seeds from seed + 10,000, as ours), and
+summary.json. Ctrl-C or SIGTERM stops it at the next env step and saves the model, VecNormalize's
+statistics and its own counters; `--resume <folder>/sb3_model.zip` goes on from there. The rollout under
+way when it stopped is lost (its steps count, no update used them): one rollout per interruption.
+
+    python benchmark/sb3_train.py --as trpo --env-id Hopper-v5 --seed 1 --total-timesteps 1000000 --runs-dir runs
+    python benchmark/sb3_train.py --resume runs/Hopper-v5__trpo_sb3__1__1796216318/sb3_model.zip
+
 Differences that remain: sb3-contrib's TRPO bounds KL(π_new‖π_old) where ours bounds KL(π_old‖π_new);
 ppo.py uses torch's fused Adam; SB3's timed window also holds its set-up (the first env reset). Settings
 SB3 cannot reproduce (--clip-vloss, a2c's --value-loss huber, trpo's --no-line-search) are refused.
 
-Needs requirements-bench.txt installed. benchmark/speed.py --peers runs it; it is not meant to be
-run alone.
+benchmark/speed.py --peers and benchmark/run.py --versus-sb3 run it; it is not meant to be run alone.
 """
 
 import collections
+import dataclasses
+import importlib
 import json
 import math
+import os
+import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -28,7 +44,11 @@ from typing import Optional
 import numpy as np
 import torch
 import tyro
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PEERS = {"ppo": "stable-baselines3 PPO", "ppo_continuous": "stable-baselines3 PPO", "a2c": "stable-baselines3 A2C",
          "trpo": "sb3-contrib TRPO"}
 
@@ -96,43 +116,62 @@ def make_model(script: str, args: dict, env):
     raise UsageError(f"no SB3 counterpart for {script}.py")
 
 
-def main(args: Args) -> None:
-    from stable_baselines3.common.callbacks import BaseCallback
-    from stable_baselines3.common.env_util import make_vec_env
-    from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
+def make_env(env_id: str, run_args: dict):
+    """Our run's envs as SB3 has them: vectorised, each with a Monitor (raw episode returns), and with
+    VecNormalize when our run normalises (both clip at 10, as gymnasium's wrappers in ours do not)."""
+    env = make_vec_env(env_id, n_envs=run_args["num_envs"], seed=run_args["seed"], vec_env_cls=DummyVecEnv)
+    if run_args.get("norm_obs") or run_args.get("norm_reward"):
+        env = VecNormalize(env, norm_obs=run_args.get("norm_obs", False), norm_reward=run_args.get("norm_reward", False),
+                           clip_obs=10.0, clip_reward=10.0, gamma=run_args["gamma"], epsilon=1e-8)
+    return env
 
+
+class Episodes(BaseCallback):
+    """Episode returns as the Monitor wrapper records them (raw): the last 20, each one to tensorboard if
+    given a writer, and the first step (and second of training) at which the mean of the last 20
+    reached the threshold, checked as ours is, when an episode ends. Stops learning at the next env step
+    once `stop` is set (by a signal)."""
+
+    def __init__(self, threshold: Optional[float], writer=None, state: Optional[dict] = None):
+        super().__init__()
+        state = state or {}
+        self.threshold, self.writer, self.stop = threshold, writer, False
+        self.returns = collections.deque(state.get("returns", []), maxlen=20)
+        self.steps: Optional[int] = state.get("steps_to_threshold")
+        self.seconds: Optional[float] = state.get("seconds_to_threshold")
+        self.seconds_before = state.get("training_seconds", 0.0)  # in earlier sessions of a resumed run
+        self.start = time.perf_counter()
+
+    def training_seconds(self) -> float:
+        return self.seconds_before + time.perf_counter() - self.start
+
+    def _on_step(self) -> bool:
+        ended = [float(info["episode"]["r"]) for info in self.locals["infos"] if "episode" in info]
+        for episodic_return in ended:
+            self.returns.append(episodic_return)
+            if self.writer is not None:
+                self.writer.add_scalar("charts/episodic_return", episodic_return, self.num_timesteps)
+        if (ended and self.steps is None and self.threshold is not None and len(self.returns) == self.returns.maxlen
+                and np.mean(self.returns) >= self.threshold):
+            self.steps, self.seconds = self.num_timesteps, self.training_seconds()
+        return not self.stop
+
+    def state(self) -> dict:
+        return {"returns": list(self.returns), "steps_to_threshold": self.steps, "seconds_to_threshold": self.seconds,
+                "training_seconds": self.training_seconds()}
+
+
+def main(args: Args) -> None:
+    """speed.py's comparison: train for the budget and write the numbers it compares."""
     with open(args.summary) as f:
         ours = json.load(f)
     script, run_args, threshold = ours["algorithm"], ours["args"], ours["reward_threshold"]
     torch.set_num_threads(run_args["torch_threads"])
-    env = make_vec_env(ours["env_id"], n_envs=run_args["num_envs"], seed=run_args["seed"], vec_env_cls=DummyVecEnv)
-    if run_args.get("norm_obs") or run_args.get("norm_reward"):
-        env = VecNormalize(env, norm_obs=run_args.get("norm_obs", False), norm_reward=run_args.get("norm_reward", False),
-                           clip_obs=10.0, clip_reward=10.0, gamma=run_args["gamma"], epsilon=1e-8)
+    env = make_env(ours["env_id"], run_args)
     model = make_model(script, run_args, env)
-
-    class Threshold(BaseCallback):
-        """Episode returns as the Monitor wrapper records them (raw), and the first step at which the
-        mean of the last 20 reached the threshold: our scripts' steps_to_threshold."""
-
-        def __init__(self):
-            super().__init__()
-            self.returns = collections.deque(maxlen=20)
-            self.steps: Optional[int] = None
-            self.seconds: Optional[float] = None
-
-        def _on_step(self) -> bool:
-            ended = [float(info["episode"]["r"]) for info in self.locals["infos"] if "episode" in info]
-            self.returns.extend(ended)
-            if (ended and self.steps is None and threshold is not None and len(self.returns) == self.returns.maxlen
-                    and np.mean(self.returns) >= threshold):  # checked as ours is: when an episode ends
-                self.steps, self.seconds = self.num_timesteps, time.perf_counter() - start
-            return True
-
-    callback = Threshold()
-    start = time.perf_counter()
+    callback = Episodes(threshold)
     model.learn(total_timesteps=run_args["total_timesteps"], callback=callback)
-    seconds = time.perf_counter() - start
+    seconds = callback.training_seconds()
     result = {"peer": PEERS[script], "global_step": model.num_timesteps,
               "steps_to_threshold": callback.steps, "seconds_to_threshold": callback.seconds,
               "sps": model.num_timesteps / seconds, "wall_seconds": seconds,
@@ -141,8 +180,128 @@ def main(args: Args) -> None:
         json.dump(result, f, indent=2)
 
 
+# ------------------------------------------------------------------------- a job of benchmark/run.py
+def script_args(script: str, flags: list[str]) -> dict:
+    """The settings `python <script>.py <flags>` runs with: the script's Args, parsed from the flags."""
+    if script not in PEERS:
+        raise UsageError(f"no SB3 counterpart for {script}.py; there is one for {', '.join(PEERS)}")
+    sys.path.insert(0, ROOT)
+    return dataclasses.asdict(tyro.cli(importlib.import_module(script).Args, args=flags))
+
+
+def evaluate(model, env_id: str, episodes: int, seed: int, obs_rms) -> list[float]:
+    """Returns of `episodes` episodes with the mean action, observations normalised by the frozen obs_rms
+    as VecNormalize does (clipped at 10); episode i after the first resets without a seed, as ours."""
+    import gymnasium as gym
+    env, returns = gym.make(env_id), []
+    obs, _ = env.reset(seed=seed)
+    for _ in range(episodes):
+        done, episodic_return = False, 0.0
+        while not done:
+            if obs_rms is not None:
+                obs = np.clip((obs - obs_rms.mean) / np.sqrt(obs_rms.var + 1e-8), -10.0, 10.0)
+            action, _ = model.predict(obs, deterministic=True)
+            obs, reward, terminated, truncated, _ = env.step(action)
+            episodic_return += float(reward)
+            done = terminated or truncated
+        returns.append(episodic_return)
+        obs, _ = env.reset()
+    env.close()
+    return returns
+
+
+def train_job(script: str, run_args: dict, resume: Optional[str] = None) -> int:
+    """Train SB3 for the run's budget in a run folder of its own, resuming from `resume` if given;
+    write summary.json. Exit status 0, or 130 if a signal stopped it (its checkpoint saved)."""
+    from stable_baselines3 import A2C, PPO
+    from torch.utils.tensorboard import SummaryWriter
+
+    env_id, seed = run_args["env_id"], run_args["seed"]
+    torch.set_num_threads(run_args["torch_threads"])
+    if resume:
+        folder = os.path.dirname(os.path.abspath(resume))
+        with open(os.path.join(folder, "sb3_state.json")) as f:
+            state = json.load(f)
+        env = make_env(env_id, run_args)
+        if isinstance(env, VecNormalize):
+            env = VecNormalize.load(os.path.join(folder, "vecnormalize.pkl"), env.venv)
+        if script == "trpo":
+            from sb3_contrib import TRPO as Model
+        else:
+            Model = PPO if script in ("ppo", "ppo_continuous") else A2C
+        model = Model.load(resume, env=env, device="cpu")
+    else:
+        folder = os.path.join(os.path.abspath(run_args["runs_dir"]), f"{env_id}__{script}_sb3__{seed}__{int(time.time())}")
+        os.makedirs(folder)
+        state, env = {}, make_env(env_id, run_args)
+        model = make_model(script, run_args, env)
+    threshold = gym_threshold(env_id)
+    writer = SummaryWriter(folder)
+    callback = Episodes(threshold, writer, state)
+
+    def stop(signum, frame):
+        callback.stop = True
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    print(f"SB3 counterpart of {script}.py on {env_id}, seed {seed}: logging to {folder}", flush=True)
+    model.learn(total_timesteps=run_args["total_timesteps"] - model.num_timesteps, callback=callback,
+                reset_num_timesteps=not resume)
+    writer.close()
+    interrupted = callback.stop and model.num_timesteps < run_args["total_timesteps"]
+    checkpoint = os.path.join(folder, "sb3_model.zip")
+    model.save(checkpoint)
+    if isinstance(env, VecNormalize):
+        env.save(os.path.join(folder, "vecnormalize.pkl"))
+    with open(os.path.join(folder, "sb3_state.json"), "w") as f:
+        json.dump(callback.state(), f)
+    evaluation = [] if interrupted else evaluate(
+        model, env_id, run_args["eval_episodes"], seed + 10_000,
+        env.obs_rms if isinstance(env, VecNormalize) and env.norm_obs else None)
+    seconds = callback.training_seconds()
+    summary = {"algorithm": script, "peer": PEERS[script], "env_id": env_id, "seed": seed,
+               "global_step": model.num_timesteps, "wall_seconds": seconds, "sps": model.num_timesteps / seconds,
+               "final_return": float(np.mean(callback.returns)) if callback.returns else None,
+               "eval_return": float(np.mean(evaluation)) if evaluation else None,
+               "eval_return_std": float(np.std(evaluation)) if evaluation else None, "eval_mode": "greedy",
+               "reward_threshold": threshold, "steps_to_threshold": callback.steps,
+               "seconds_to_threshold": callback.seconds, "interrupted": interrupted, "failed": False,
+               "checkpoint": checkpoint, "run_dir": folder, "args": run_args}
+    with open(os.path.join(folder, "summary.json"), "w") as f:
+        json.dump(summary, f, indent=2)
+    final = "no episode finished" if summary["final_return"] is None else f"{summary['final_return']:.1f}"
+    if interrupted:
+        print(f"interrupted at step {model.num_timesteps:,}; resume with --resume {checkpoint}", flush=True)
+        return 130
+    print(f"eval: mean return {summary['eval_return']:.1f} ± {summary['eval_return_std']:.1f} over "
+          f"{len(evaluation)} mean-action episodes (training: {final}, {seconds:.1f}s)", flush=True)
+    return 0
+
+
+def gym_threshold(env_id: str) -> Optional[float]:
+    import gymnasium as gym
+    return gym.spec(env_id).reward_threshold if env_id in gym.registry else None
+
+
+def job_main(argv: list[str]) -> int:
+    """`--as <script> <its flags>` or `--resume <checkpoint>`."""
+    if argv[0] == "--resume":
+        if len(argv) != 2 or not os.path.exists(argv[1]):
+            raise UsageError(f"--resume needs one checkpoint file that exists, got {' '.join(argv[1:]) or 'none'}")
+        with open(os.path.join(os.path.dirname(os.path.abspath(argv[1])), "summary.json")) as f:
+            summary = json.load(f)
+        return train_job(summary["algorithm"], summary["args"], resume=argv[1])
+    if len(argv) < 2:
+        raise UsageError("--as needs a script name (ppo, ppo_continuous, a2c or trpo), then its flags")
+    script = argv[1]
+    run_args = script_args(script, argv[2:])
+    check_matchable(script, run_args)
+    return train_job(script, run_args)
+
+
 if __name__ == "__main__":
     try:
+        if len(sys.argv) > 1 and sys.argv[1] in ("--as", "--resume"):
+            sys.exit(job_main(sys.argv[1:]))
         main(tyro.cli(Args))
     except UsageError as error:
         print(f"sb3_train.py: error: {error}", file=sys.stderr)

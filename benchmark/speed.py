@@ -3,7 +3,7 @@ with --peers the same for Stable-Baselines3's counterpart run with the same hype
 
 Runs `python <script> --env-id <env> --seed <s>` (with the script's defaults plus any extra flags)
 for each seed, one at a time so the runs do not compete for cores, each under `/usr/bin/time -v`
-for its peak resident memory. With --peers (requirements-bench.txt installed), each of our runs is
+for its peak resident memory. With --peers, each of our runs is
 followed at once by SB3's PPO or A2C, or sb3-contrib's TRPO, with our run's settings
 (benchmark/sb3_train.py): the two alternate, seed by seed, so a machine that slows down or speeds up
 during the session slows both. Writes the raw per-run results as JSON and prints a markdown table
@@ -50,7 +50,7 @@ class Args:
     extra: str = ""
     """further flags passed to the script, as one string, e.g. --extra='--total-timesteps 50000'"""
     peers: bool = False
-    """also run SB3's counterpart with the same settings, alternating with ours (needs requirements-bench.txt)"""
+    """also run SB3's counterpart with the same settings, alternating with ours"""
     nprocs: list[int] = field(default_factory=lambda: [1])
     """numbers of processes to compare, each seed with each number in turn; a number above 1 runs under torchrun"""
     out: str = "benchmark/results/speed"
@@ -116,7 +116,7 @@ def main(args: Args) -> None:
     if args.peers and args.script not in PEER_SCRIPTS:
         usage_error(f"--peers: SB3 has no counterpart of {args.script}; use one of {', '.join(PEER_SCRIPTS)}")
     if args.peers and importlib.util.find_spec("stable_baselines3") is None:
-        usage_error("--peers needs SB3: pip install -r requirements-bench.txt")
+        usage_error("--peers needs SB3: pip install -r requirements-dev.txt")
     if args.nprocs != [1] and args.script not in TORCHRUN_SCRIPTS:
         usage_error(f"--nprocs: {args.script} runs in one process; use one of {', '.join(TORCHRUN_SCRIPTS)}")
     if args.nprocs != [1] and args.peers:

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The speed comparison in README.md: every script on CartPole-v1 and HalfCheetah-v5, 3 seeds, one run at
 # a time, each of ours followed by SB3's counterpart with the same settings where SB3 has one. Run it on
-# an otherwise idle machine, with requirements-bench.txt installed. About 25 minutes on 2 cores.
+# an otherwise idle machine, with requirements-dev.txt installed. About 25 minutes on 2 cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 speed() { python benchmark/speed.py --seeds 1 2 3 --out benchmark/results/speed_suite "$@"; }

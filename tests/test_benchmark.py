@@ -2,6 +2,7 @@
 
 import csv
 import glob
+import importlib
 import json
 import math
 import os
@@ -191,8 +192,6 @@ def test_speed_table_ratios_say_how_many_times_better_ours_is(tmp_path):
 
 def test_sb3_counterparts_get_our_settings():
     """The SB3 models benchmark/speed.py times against: built (not trained) from our scripts' defaults."""
-    pytest.importorskip("stable_baselines3")
-    pytest.importorskip("sb3_contrib")
     import dataclasses
     import importlib
 
@@ -383,6 +382,84 @@ def test_variants_run_as_scripts_of_their_own_and_report_normalised_scores(tmp_p
     random_scores.write_text(json.dumps({"scores": {"Pendulum-v1": {"mean": 10.0}}}))
     missing = bench("report.py", *report_flags, "--normalise", "--runs-dir", str(tmp_path / "none"))
     assert missing.returncode == 2 and missing.stderr.count("\n") == 1 and "no random score for CartPole-v1" in missing.stderr
+
+
+def test_versus_sb3_runs_sb3_beside_each_job_at_the_same_settings(tmp_path):
+    """--versus-sb3 follows each job of a script SB3 has with SB3's, seed by seed; SB3's run has the
+    settings our script would have (its defaults where the config gives none), leaves a summary and
+    tensorboard episodes as ours do, and the report sets the two side by side."""
+    config, runs_dir = tmp_path / "zoo.toml", str(tmp_path / "runs")
+    write_config(config, {"vs": {"seeds": [1, 2], "trpo": {"CartPole-v1": {"total_timesteps": 2048, "eval_episodes": 2,
+                                                                          "max_kl": 0.02}},
+                                 "reinforce": {"CartPole-v1": {"total_timesteps": 2000, "eval_episodes": 1}}}})
+    flags = ("--suite", "vs", "--config", str(config), "--runs-dir", runs_dir, "--versus-sb3")
+    planned = bench("run.py", *flags, "--dry-run").stdout.splitlines()
+    assert [line.split()[2:5] for line in planned[1:]] == [
+        ["trpo", "CartPole-v1", "seed"], ["trpo@sb3", "CartPole-v1", "seed"]] * 2 + [["reinforce", "CartPole-v1", "seed"]] * 2
+    result = bench("run.py", *flags, "--scripts", "trpo", "--jobs", "2")
+    assert result.returncode == 0, result.stdout + result.stderr
+    summaries = {(label, seed): summary for (label, _, seed), (_, summary) in job_summaries(runs_dir, "vs").items()}
+    sb3, ours = summaries["trpo@sb3", 1], summaries["trpo", 1]
+    assert sb3["peer"] == "sb3-contrib TRPO" and sb3["args"] == {**ours["args"], "runs_dir": sb3["args"]["runs_dir"]}
+    assert sb3["args"]["max_kl"] == 0.02 and sb3["global_step"] == 2048 and sb3["eval_return"] is not None
+    steps, returns = report.episode_returns(sb3["run_dir"])
+    assert len(returns) > 20 and steps.max() <= 2048
+    assert sb3["final_return"] == pytest.approx(np.mean(returns[np.argsort(steps, kind="stable")][-20:]))
+    made = bench("report.py", "--suite", "vs", "--runs-dir", runs_dir, "--out", str(tmp_path / "out"))
+    table = (tmp_path / "out" / "vs" / "results.md").read_text()
+    assert made.returncode == 0 and "| trpo.py | CartPole-v1 | 2 / 2 | " in table and "| SB3 as trpo.py | " in table
+
+
+def test_sb3_job_stops_on_ctrl_c_and_resumes(tmp_path):
+    """Ctrl-C saves the SB3 model, its VecNormalize statistics and its counters (exit 130); --resume goes
+    on to the budget, with the episodes of both parts in tensorboard, in order."""
+    command = [sys.executable, os.path.join(ROOT, "benchmark", "sb3_train.py"), "--as", "ppo_continuous",
+               "--env-id", "Pendulum-v1", "--seed", "3", "--runs-dir", str(tmp_path), "--total-timesteps", "6000",
+               "--num-steps", "256", "--num-envs", "2", "--eval-episodes", "1"]
+    job = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 60
+    while not glob.glob(str(tmp_path / "*" / "events.*")) and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(3)  # some training
+    job.send_signal(signal.SIGINT)
+    output, _ = job.communicate(timeout=60)
+    assert job.returncode == 130 and "resume with --resume" in output, output
+    (path,) = glob.glob(str(tmp_path / "*" / "summary.json"))
+    with open(path) as f:
+        stopped = json.load(f)
+    assert stopped["interrupted"] and 0 < stopped["global_step"] < 6000 and stopped["eval_return"] is None
+    assert os.path.exists(os.path.join(stopped["run_dir"], "vecnormalize.pkl"))
+    episodes_before = len(report.episode_returns(stopped["run_dir"])[1])
+    resumed = subprocess.run([sys.executable, os.path.join(ROOT, "benchmark", "sb3_train.py"), "--resume",
+                              stopped["checkpoint"]], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    with open(path) as f:
+        finished = json.load(f)
+    assert not finished["interrupted"] and finished["global_step"] >= 6000 and finished["eval_return"] is not None
+    assert finished["args"] == stopped["args"]
+    steps, returns = report.episode_returns(finished["run_dir"])
+    assert len(returns) > episodes_before and (np.diff(steps) >= 0).all() and steps.max() <= finished["global_step"]
+
+
+def test_sb3_job_takes_the_scripts_defaults_and_refuses_what_sb3_lacks():
+    import sb3_train
+    args = sb3_train.script_args("trpo", ["--env-id", "Hopper-v5", "--max-kl", "0.02"])
+    assert args["max_kl"] == 0.02 and args["cg_iters"] == importlib.import_module("trpo").Args().cg_iters
+    for flags, message in ((["--as", "reinforce"], "no SB3 counterpart for reinforce.py"),
+                           (["--as", "ppo", "--clip-vloss"], "--clip-vloss"), (["--as"], "--as needs a script"),
+                           (["--resume", "/nonexistent.zip"], "--resume needs one checkpoint file")):
+        result = bench("sb3_train.py", *flags)
+        assert result.returncode == 2 and result.stderr.startswith("sb3_train.py: error:"), (flags, result.stderr)
+        assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_versus_table_tests_ours_against_sb3():
+    runs = [{**fake_run(script, seed, value), "final_return": value + 1} for script, values in
+            (("trpo", [30.0, 40.0, 50.0]), ("trpo@sb3", [0.0, 10.0, 20.0])) for seed, value in enumerate(values, 1)]
+    (row,) = [line for line in report.versus_sb3(runs) if line.startswith("| trpo.py")]
+    # every run of ours beats every one of SB3's: P = 1; with 3 against 3 that is the smallest two-sided p, 2 / 20
+    assert row == "| trpo.py | CartPole-v1 | 3 / 3 | 41.0 | 11.0 | 40.0 | 10.0 | 1.00 [1.00, 1.00] | 0.100 |"
+    assert report.versus_sb3([r for r in runs if r["script"] == "trpo"]) == []  # no SB3 runs: no table
 
 
 def test_speed_records_each_seed_run_alone(tmp_path):
