@@ -22,6 +22,10 @@ way when it stopped is lost (its steps count, no update used them): one rollout 
     python benchmark/sb3_train.py --as trpo --env-id Hopper-v5 --seed 1 --total-timesteps 1000000 --runs-dir runs
     python benchmark/sb3_train.py --resume runs/Hopper-v5__trpo_sb3__1__1796216318/sb3_model.zip
 
+sb3-contrib's TRPO takes the mean of a Gaussian policy's KL over the d action dimensions where ours
+sums them (the KL of the joint distribution): given ours max_kl δ it would allow d times our KL per
+step, with d times our damping, so it gets δ / d and damping / d, which make its step ours (found for
+issue 23: before, on Hopper-v5, SB3 took steps of 3 times our KL at "the same settings").
 Differences that remain: sb3-contrib's TRPO bounds KL(π_new‖π_old) where ours bounds KL(π_old‖π_new);
 ppo.py uses torch's fused Adam; SB3's timed window also holds its set-up (the first env reset). Settings
 SB3 cannot reproduce (--clip-vloss, a2c's --value-loss huber, trpo's --no-line-search) are refused.
@@ -41,6 +45,7 @@ import time
 from dataclasses import dataclass
 from typing import Optional
 
+import gymnasium
 import numpy as np
 import torch
 import tyro
@@ -90,7 +95,8 @@ def check_matchable(script: str, args: dict) -> None:
 
 def make_model(script: str, args: dict, env):
     """SB3's model with our run's settings. Our value loss is ½ (V - R)² and SB3's (V - R)², so SB3's
-    vf_coef is half ours; SB3 stops an epoch at 1.5 target_kl, so it gets ours / 1.5."""
+    vf_coef is half ours; SB3 stops an epoch at 1.5 target_kl, so it gets ours / 1.5; sb3-contrib's
+    TRPO averages a Gaussian's KL over the action dimensions, so it gets max_kl and cg_damping / d."""
     from stable_baselines3 import A2C, PPO
     check_matchable(script, args)
     batch = args["num_envs"] * args["num_steps"]
@@ -108,11 +114,14 @@ def make_model(script: str, args: dict, env):
                    rms_prop_eps=1e-5, normalize_advantage=args["norm_adv"])
     if script == "trpo":
         from sb3_contrib import TRPO
+        # sb3-contrib's KL of a Gaussian policy is the mean over the action's d dimensions where ours sums
+        # them: its bound and its Fisher matrix are ours divided by d. δ / d and damping / d give our step.
+        d = env.action_space.shape[0] if isinstance(env.action_space, gymnasium.spaces.Box) else 1
         return TRPO(**common, learning_rate=args["learning_rate"], batch_size=batch // args["num_minibatches"],
                     n_critic_updates=args["critic_epochs"], cg_max_steps=args["cg_iters"],
-                    cg_damping=args["cg_damping"], line_search_shrinking_factor=args["backtrack_coef"],
+                    cg_damping=args["cg_damping"] / d, line_search_shrinking_factor=args["backtrack_coef"],
                     line_search_max_iter=args["backtrack_iters"], normalize_advantage=args["norm_adv"],
-                    target_kl=args["max_kl"])
+                    target_kl=args["max_kl"] / d)
     raise UsageError(f"no SB3 counterpart for {script}.py")
 
 
@@ -192,8 +201,7 @@ def script_args(script: str, flags: list[str]) -> dict:
 def evaluate(model, env_id: str, episodes: int, seed: int, obs_rms) -> list[float]:
     """Returns of `episodes` episodes with the mean action, observations normalised by the frozen obs_rms
     as VecNormalize does (clipped at 10); episode i after the first resets without a seed, as ours."""
-    import gymnasium as gym
-    env, returns = gym.make(env_id), []
+    env, returns = gymnasium.make(env_id), []
     obs, _ = env.reset(seed=seed)
     for _ in range(episodes):
         done, episodic_return = False, 0.0
@@ -278,8 +286,7 @@ def train_job(script: str, run_args: dict, resume: Optional[str] = None) -> int:
 
 
 def gym_threshold(env_id: str) -> Optional[float]:
-    import gymnasium as gym
-    return gym.spec(env_id).reward_threshold if env_id in gym.registry else None
+    return gymnasium.spec(env_id).reward_threshold if env_id in gymnasium.registry else None
 
 
 def job_main(argv: list[str]) -> int:

@@ -384,6 +384,35 @@ def test_variants_run_as_scripts_of_their_own_and_report_normalised_scores(tmp_p
     assert missing.returncode == 2 and missing.stderr.count("\n") == 1 and "no random score for CartPole-v1" in missing.stderr
 
 
+def test_sb3_trpo_gets_our_kl_bound_on_gaussian_policies():
+    """sb3-contrib's TRPO averages a Gaussian's KL over the action dimensions (ours sums them, the KL of
+    the joint distribution): measured on its own policy, its KL is ours / d, so it gets max_kl / d and
+    cg_damping / d, which make its constraint and its CG system (F / d + λ / d) ours divided by d."""
+    import copy
+    import dataclasses
+
+    import sb3_train
+    from stable_baselines3.common.distributions import kl_divergence
+    from stable_baselines3.common.env_util import make_vec_env
+    args = dataclasses.asdict(importlib.import_module("trpo").Args())
+    env = make_vec_env("HalfCheetah-v5", n_envs=1)
+    model = sb3_train.make_model("trpo", args, env)
+    d = env.action_space.shape[0]
+    assert d == 6 and model.target_kl == pytest.approx(args["max_kl"] / d)
+    assert model.cg_damping == pytest.approx(args["cg_damping"] / d)
+    obs = torch.as_tensor(np.random.default_rng(0).normal(size=(8, env.observation_space.shape[0])), dtype=torch.float32)
+    old = copy.copy(model.policy.get_distribution(obs))
+    with torch.no_grad():
+        model.policy.log_std += 0.1
+        model.policy.action_net.bias += 0.05
+    new = model.policy.get_distribution(obs)
+    joint = torch.distributions.kl_divergence(torch.distributions.Independent(new.distribution, 1),
+                                              torch.distributions.Independent(old.distribution, 1)).mean()
+    assert kl_divergence(new, old).mean().item() == pytest.approx(joint.item() / d, rel=1e-5)
+    cartpole = sb3_train.make_model("trpo", args, make_vec_env("CartPole-v1", n_envs=1))
+    assert cartpole.target_kl == args["max_kl"]  # a Categorical's KL is one number per state: no d
+
+
 def test_versus_sb3_runs_sb3_beside_each_job_at_the_same_settings(tmp_path):
     """--versus-sb3 follows each job of a script SB3 has with SB3's, seed by seed; SB3's run has the
     settings our script would have (its defaults where the config gives none), leaves a summary and
