@@ -1,7 +1,8 @@
 """Run a benchmark suite: every (script, env, seed) job of benchmark/zoo.toml, `--jobs` at a time.
 
 Each job is the script run as a user would run it, in a subprocess, with the flags its table in the
-config gives, its output in `<runs-dir>/<suite>/<script>/<env id>/seed_<seed>/`: the run's own folder
+config gives, its output in `<runs-dir>/<suite>/<table>/<env id>/seed_<seed>/` (the table: the
+script's name, or "<script>@<variant>" for a setting of it): the run's own folder
 (tensorboard events, checkpoint, summary.json) and `log.txt` (what it printed). A job whose
 summary.json says it finished, with the settings the config gives now, is skipped, so running the
 same command again after a stop (Ctrl-C or SIGTERM) picks up where it left off: an interrupted job
@@ -16,7 +17,7 @@ again. A failed job is reported with the end of its log and the others go on. Th
 
 With --versus-sb3, each job of a script that Stable-Baselines3 also has is followed by SB3's run with
 the same settings (benchmark/sb3_train.py; needs stable-baselines3 and sb3-contrib), in a folder
-"<script>@sb3" of its own; benchmark/report.py then sets the two side by side.
+"<table>@sb3" of its own (trpo@sb3 beside trpo); benchmark/report.py then sets the two side by side.
 """
 
 import glob
@@ -57,7 +58,7 @@ class Args:
     """list the jobs and whether each is finished, and run nothing"""
     versus_sb3: bool = False
     """beside each job of a script SB3 has (ppo, ppo_continuous, a2c, trpo), its Stable-Baselines3
-    counterpart with the same settings (benchmark/sb3_train.py), as "<script>@sb3", seed by seed"""
+    counterpart with the same settings (benchmark/sb3_train.py), as "<table>@sb3", seed by seed"""
 
 
 class UsageError(Exception):
@@ -130,7 +131,7 @@ def plan(args: Args) -> list[Job]:
         for env_id, flags in envs.items():
             if args.envs is not None and env_id not in args.envs:
                 continue
-            labels = [label] + ([f"{script}@sb3"] if args.versus_sb3 and script in SB3_SCRIPTS else [])
+            labels = [label] + ([f"{label}@sb3"] if args.versus_sb3 and script in SB3_SCRIPTS else [])
             for seed in seeds:
                 for name in labels:
                     folder = os.path.join(args.runs_dir, args.suite, name, env_id.replace("/", "_").replace(":", "_"),

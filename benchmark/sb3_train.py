@@ -85,6 +85,8 @@ def learning_rate(args: dict):
 
 
 def check_matchable(script: str, args: dict) -> None:
+    if args.get("objective", "clip") != "clip":
+        raise UsageError(f"--objective {args['objective']}: SB3's PPO has the clipped objective alone")
     if args.get("clip_vloss"):
         raise UsageError("--clip-vloss: SB3's clip_range_vf is not the same value clipping (it has no max of both)")
     if args.get("value_loss") == "huber":
@@ -96,7 +98,7 @@ def check_matchable(script: str, args: dict) -> None:
 def make_model(script: str, args: dict, env):
     """SB3's model with our run's settings. Our value loss is ½ (V - R)² and SB3's (V - R)², so SB3's
     vf_coef is half ours; SB3 stops an epoch at 1.5 target_kl, so it gets ours / 1.5; sb3-contrib's
-    TRPO averages a Gaussian's KL over the action dimensions, so it gets max_kl and cg_damping / d."""
+    TRPO averages a Gaussian's KL over the action dimensions, so it gets max_kl / d and cg_damping / d."""
     from stable_baselines3 import A2C, PPO
     check_matchable(script, args)
     batch = args["num_envs"] * args["num_steps"]
@@ -198,9 +200,10 @@ def script_args(script: str, flags: list[str]) -> dict:
     return dataclasses.asdict(tyro.cli(importlib.import_module(script).Args, args=flags))
 
 
-def evaluate(model, env_id: str, episodes: int, seed: int, obs_rms) -> list[float]:
-    """Returns of `episodes` episodes with the mean action, observations normalised by the frozen obs_rms
-    as VecNormalize does (clipped at 10); episode i after the first resets without a seed, as ours."""
+def evaluate(model, env_id: str, episodes: int, seed: int, obs_rms, greedy: bool = True) -> list[float]:
+    """Returns of `episodes` episodes with the mean (or greedy) action, or sampled ones if not greedy;
+    observations normalised by the frozen obs_rms as VecNormalize does (clipped at 10); the episodes
+    after the first reset without a seed, as ours."""
     env, returns = gymnasium.make(env_id), []
     obs, _ = env.reset(seed=seed)
     for _ in range(episodes):
@@ -208,7 +211,7 @@ def evaluate(model, env_id: str, episodes: int, seed: int, obs_rms) -> list[floa
         while not done:
             if obs_rms is not None:
                 obs = np.clip((obs - obs_rms.mean) / np.sqrt(obs_rms.var + 1e-8), -10.0, 10.0)
-            action, _ = model.predict(obs, deterministic=True)
+            action, _ = model.predict(obs, deterministic=greedy)
             obs, reward, terminated, truncated, _ = env.step(action)
             episodic_return += float(reward)
             done = terminated or truncated
@@ -239,7 +242,8 @@ def train_job(script: str, run_args: dict, resume: Optional[str] = None) -> int:
             Model = PPO if script in ("ppo", "ppo_continuous") else A2C
         model = Model.load(resume, env=env, device="cpu")
     else:
-        folder = os.path.join(os.path.abspath(run_args["runs_dir"]), f"{env_id}__{script}_sb3__{seed}__{int(time.time())}")
+        safe_id = env_id.replace("/", "_").replace(":", "_")  # as our scripts name their run folders
+        folder = os.path.join(os.path.abspath(run_args["runs_dir"]), f"{safe_id}__{script}_sb3__{seed}__{int(time.time())}")
         os.makedirs(folder)
         state, env = {}, make_env(env_id, run_args)
         model = make_model(script, run_args, env)
@@ -252,8 +256,10 @@ def train_job(script: str, run_args: dict, resume: Optional[str] = None) -> int:
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
     print(f"SB3 counterpart of {script}.py on {env_id}, seed {seed}: logging to {folder}", flush=True)
+    steps_before, session_start = model.num_timesteps, time.perf_counter()
     model.learn(total_timesteps=run_args["total_timesteps"] - model.num_timesteps, callback=callback,
                 reset_num_timesteps=not resume)
+    seconds, session_seconds = callback.training_seconds(), time.perf_counter() - session_start
     writer.close()
     interrupted = callback.stop and model.num_timesteps < run_args["total_timesteps"]
     checkpoint = os.path.join(folder, "sb3_model.zip")
@@ -261,21 +267,23 @@ def train_job(script: str, run_args: dict, resume: Optional[str] = None) -> int:
     if isinstance(env, VecNormalize):
         env.save(os.path.join(folder, "vecnormalize.pkl"))
     with open(os.path.join(folder, "sb3_state.json"), "w") as f:
-        json.dump(callback.state(), f)
+        json.dump({**callback.state(), "training_seconds": seconds}, f)
     evaluation = [] if interrupted else evaluate(
         model, env_id, run_args["eval_episodes"], seed + 10_000,
-        env.obs_rms if isinstance(env, VecNormalize) and env.norm_obs else None)
-    seconds = callback.training_seconds()
+        env.obs_rms if isinstance(env, VecNormalize) and env.norm_obs else None, run_args["eval_greedy"])
     summary = {"algorithm": script, "peer": PEERS[script], "env_id": env_id, "seed": seed,
-               "global_step": model.num_timesteps, "wall_seconds": seconds, "sps": model.num_timesteps / seconds,
+               "global_step": model.num_timesteps, "wall_seconds": seconds,
+               "sps": (model.num_timesteps - steps_before) / session_seconds,  # this session's, as ours
                "final_return": float(np.mean(callback.returns)) if callback.returns else None,
                "eval_return": float(np.mean(evaluation)) if evaluation else None,
-               "eval_return_std": float(np.std(evaluation)) if evaluation else None, "eval_mode": "greedy",
+               "eval_return_std": float(np.std(evaluation)) if evaluation else None,
+               "eval_mode": "greedy" if run_args["eval_greedy"] else "sampled",
                "reward_threshold": threshold, "steps_to_threshold": callback.steps,
                "seconds_to_threshold": callback.seconds, "interrupted": interrupted, "failed": False,
                "checkpoint": checkpoint, "run_dir": folder, "args": run_args}
-    with open(os.path.join(folder, "summary.json"), "w") as f:
+    with open(os.path.join(folder, "summary.json.tmp"), "w") as f:
         json.dump(summary, f, indent=2)
+    os.replace(os.path.join(folder, "summary.json.tmp"), os.path.join(folder, "summary.json"))  # whole or not at all
     final = "no episode finished" if summary["final_return"] is None else f"{summary['final_return']:.1f}"
     if interrupted:
         print(f"interrupted at step {model.num_timesteps:,}; resume with --resume {checkpoint}", flush=True)
@@ -286,7 +294,10 @@ def train_job(script: str, run_args: dict, resume: Optional[str] = None) -> int:
 
 
 def gym_threshold(env_id: str) -> Optional[float]:
-    return gymnasium.spec(env_id).reward_threshold if env_id in gymnasium.registry else None
+    try:
+        return gymnasium.spec(env_id).reward_threshold  # "module:Env-v0" imports the module
+    except gymnasium.error.Error:
+        return None
 
 
 def job_main(argv: list[str]) -> int:

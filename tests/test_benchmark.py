@@ -275,9 +275,30 @@ def test_normalise_makes_random_0_and_the_best_settings_mean_1():
     normalised = report.normalise(scores, {"E": 0.0, "F": -40.0})
     assert normalised[("a", "E")] == [0.5, 1.5] and normalised[("b", "E")] == [0.0, 0.5]  # best: a's mean, 20
     assert normalised[("b", "F")] == [0.9, 1.1] and normalised[("a", "F")] == [0.3, 0.3]  # (x + 40) / (60 + 40)
-    matrices, tasks = report.score_matrices({**normalised, ("a", "G"): [1.0, 1.0], ("b", "G"): [1.0]})
-    assert tasks == ["E", "F"]  # G left out: b has one run of it, a two
+    matrices, tasks = report.score_matrices({**normalised, ("a", "G"): [1.0, 1.0]})
+    assert tasks == ["E", "F"]  # G left out: b has no run of it
     assert matrices["a"].tolist() == [[0.5, 0.3], [1.5, 0.3]]  # runs x tasks, as rliable takes them
+
+
+def test_normalised_scores_refuse_what_cannot_be_normalised(tmp_path):
+    with pytest.raises(report.UsageError, match="on E no setting scores above the random policy"):
+        report.normalise({("a", "E"): [1.0, 2.0], ("b", "E"): [0.0, 1.0]}, {"E": 5.0})
+    # tasks with 3 seeds and with 2: every task keeps the first 2, so each setting's matrix is 2 x 2
+    matrices, tasks = report.score_matrices({("a", "E"): [1.0, 2.0, 3.0], ("b", "E"): [4.0, 5.0, 6.0],
+                                             ("a", "F"): [7.0, 8.0], ("b", "F"): [9.0, 10.0]})
+    assert tasks == ["E", "F"] and matrices["b"].tolist() == [[4.0, 9.0], [5.0, 10.0]]
+    with pytest.raises(report.UsageError, match="no task has runs of every setting"):
+        report.score_matrices({("a", "E"): [1.0], ("b", "F"): [2.0]})
+    record = lambda label, seed, score, **args: {"script": label, "env_id": "E", "seed": seed, "global_step": 100,
+                                                 "last_100_return": score, "args": {"seed": seed, "lr": 1.0, **args}}
+    runs = [record("a", 1, 10.0), record("a", 2, 20.0), record("b", 1, 5.0), record("b", 2, 15.0),
+            record("b", 3, None), record("a@sb3", 1, 100.0)]  # b seed 3 ended no episode; SB3's run is no setting
+    report.write_normalised(runs, {"E": 0.0}, "t", str(tmp_path))
+    table = (tmp_path / "normalised.md").read_text()
+    assert "Left out, no episode ended: b.py on E, seed 3." in table and "SB3" not in table
+    assert "| a.py | 1.00 | " in table and "| b.py | 0.67 | " in table  # best: a's mean, 15
+    with pytest.raises(report.UsageError, match="runs of a on E were made with different settings"):
+        report.write_normalised(runs[:1] + [record("a", 2, 20.0, lr=2.0)] + runs[2:4], {"E": 0.0}, "t", str(tmp_path))
 
 
 def test_last_100_episodes_by_step(tmp_path):
@@ -337,6 +358,9 @@ def test_variants_run_as_scripts_of_their_own_and_report_normalised_scores(tmp_p
     flags = ("--suite", "tiny", "--config", str(config), "--runs-dir", runs_dir)
     only_plain = bench("run.py", *flags, "--scripts", "ppo@plain", "--dry-run")
     assert "2 jobs" in only_plain.stdout and "ppo@plain CartPole-v1 seed 2  --total-timesteps 2048" in only_plain.stdout
+    versus = bench("run.py", *flags, "--dry-run", "--versus-sb3", "--seeds", "1").stdout  # SB3 beside each setting
+    assert [line.split()[2] for line in versus.splitlines()[1:]] == ["ppo@clip", "ppo@clip@sb3", "ppo@plain",
+                                                                     "ppo@plain@sb3"]
     result = bench("run.py", *flags, "--jobs", "2")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "done    ppo@plain CartPole-v1 seed 2" in result.stdout
@@ -449,8 +473,7 @@ def test_sb3_job_stops_on_ctrl_c_and_resumes(tmp_path):
     deadline = time.time() + 60
     while not glob.glob(str(tmp_path / "*" / "events.*")) and time.time() < deadline:
         time.sleep(0.05)
-    time.sleep(3)  # some training
-    job.send_signal(signal.SIGINT)
+    job.send_signal(signal.SIGINT)  # as soon as it logs: it stops at its next env step, long before 6,000
     output, _ = job.communicate(timeout=60)
     assert job.returncode == 130 and "resume with --resume" in output, output
     (path,) = glob.glob(str(tmp_path / "*" / "summary.json"))
@@ -464,8 +487,9 @@ def test_sb3_job_stops_on_ctrl_c_and_resumes(tmp_path):
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     with open(path) as f:
         finished = json.load(f)
-    assert not finished["interrupted"] and finished["global_step"] >= 6000 and finished["eval_return"] is not None
-    assert finished["args"] == stopped["args"]
+    assert not finished["interrupted"] and 6000 <= finished["global_step"] < 6000 + 512  # one rollout: 2 x 256
+    assert finished["eval_return"] is not None and finished["args"] == stopped["args"]
+    assert finished["wall_seconds"] > stopped["wall_seconds"]  # the first part's seconds carried over
     steps, returns = report.episode_returns(finished["run_dir"])
     assert len(returns) > episodes_before and (np.diff(steps) >= 0).all() and steps.max() <= finished["global_step"]
 
@@ -475,6 +499,7 @@ def test_sb3_job_takes_the_scripts_defaults_and_refuses_what_sb3_lacks():
     args = sb3_train.script_args("trpo", ["--env-id", "Hopper-v5", "--max-kl", "0.02"])
     assert args["max_kl"] == 0.02 and args["cg_iters"] == importlib.import_module("trpo").Args().cg_iters
     for flags, message in ((["--as", "reinforce"], "no SB3 counterpart for reinforce.py"),
+                           (["--as", "ppo", "--objective", "plain"], "the clipped objective alone"),
                            (["--as", "ppo", "--clip-vloss"], "--clip-vloss"), (["--as"], "--as needs a script"),
                            (["--resume", "/nonexistent.zip"], "--resume needs one checkpoint file")):
         result = bench("sb3_train.py", *flags)
