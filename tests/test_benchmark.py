@@ -419,7 +419,7 @@ def test_sb3_trpo_gets_our_kl_bound_on_gaussian_policies():
     from stable_baselines3.common.distributions import kl_divergence
     from stable_baselines3.common.env_util import make_vec_env
     args = dataclasses.asdict(importlib.import_module("trpo").Args())
-    env = make_vec_env("HalfCheetah-v5", n_envs=1)
+    env = make_vec_env("HalfCheetah-v5", n_envs=args["num_envs"])
     model = sb3_train.make_model("trpo", args, env)
     d = env.action_space.shape[0]
     assert d == 6 and model.target_kl == pytest.approx(args["max_kl"] / d)
@@ -433,7 +433,7 @@ def test_sb3_trpo_gets_our_kl_bound_on_gaussian_policies():
     joint = torch.distributions.kl_divergence(torch.distributions.Independent(new.distribution, 1),
                                               torch.distributions.Independent(old.distribution, 1)).mean()
     assert kl_divergence(new, old).mean().item() == pytest.approx(joint.item() / d, rel=1e-5)
-    cartpole = sb3_train.make_model("trpo", args, make_vec_env("CartPole-v1", n_envs=1))
+    cartpole = sb3_train.make_model("trpo", args, make_vec_env("CartPole-v1", n_envs=args["num_envs"]))
     assert cartpole.target_kl == args["max_kl"]  # a Categorical's KL is one number per state: no d
 
 
