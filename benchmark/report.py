@@ -391,17 +391,19 @@ def write_normalised(runs: list[dict], random: dict, suite: str, out: str) -> li
     scores = {}
     for run in runs:
         scores.setdefault((run["script"], run["env_id"]), []).append(run["last_100_return"])
-    normalised = normalise(scores, random)
-    for run in runs:
-        values = scores[run["script"], run["env_id"]]
-        run["normalised"] = normalised[run["script"], run["env_id"]][values.index(run["last_100_return"])]
+    labels = {label for label, _ in scores}
+    complete = {env for _, env in scores if all((label, env) in scores for label in labels)}
+    normalised = normalise({key: values for key, values in scores.items() if key[1] in complete}, random)
+    for run in runs:  # a task not every setting has run is not normalised: its best may be missing
+        key = run["script"], run["env_id"]
+        run["normalised"] = normalised[key][scores[key].index(run["last_100_return"])] if key in normalised else None
     with open(os.path.join(out, "scores.csv"), "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=("script", "env_id", "seed", "global_step", "last_100_return",
                                                "normalised"), extrasaction="ignore")
         writer.writeheader()
         writer.writerows(runs)
     matrices, tasks = score_matrices(normalised)
-    left_out = sorted({env for _, env in normalised} - set(tasks))
+    left_out = sorted({env for _, env in scores} - set(tasks))
     silent = [f"{shown(r['script'])} on {r['env_id']}, seed {r['seed']}" for r in no_episode]
     aggregates = {}
     for label, matrix in matrices.items():
@@ -441,8 +443,10 @@ def write_normalised(runs: list[dict], random: dict, suite: str, out: str) -> li
     lines += ["", "Raw scores (mean return of the last 100 episodes), per seed:", "",
               "| setting | task | scores | random | normalised |", "|---|---|---|---|---|"]
     for (label, env_id), values in sorted(scores.items(), key=lambda item: (script_rank(item[0][0]), item[0][1])):
+        shares = (", ".join(f"{v:.2f}" for v in normalised[label, env_id]) if (label, env_id) in normalised
+                  else "– (not every setting has run this task)")
         lines.append(f"| {shown(label)} | {env_id} | {', '.join(number(v) for v in values)} | "
-                     f"{number(random[env_id])} | {', '.join(f'{v:.2f}' for v in normalised[label, env_id])} |")
+                     f"{number(random[env_id])} | {shares} |")
     with open(os.path.join(out, "normalised.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
     plot_normalised(aggregates, improvement, improvement_intervals, out)

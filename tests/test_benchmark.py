@@ -293,10 +293,13 @@ def test_normalised_scores_refuse_what_cannot_be_normalised(tmp_path):
                                                  "last_100_return": score, "args": {"seed": seed, "lr": 1.0, **args}}
     runs = [record("a", 1, 10.0), record("a", 2, 20.0), record("b", 1, 5.0), record("b", 2, 15.0),
             record("b", 3, None), record("a@sb3", 1, 100.0)]  # b seed 3 ended no episode; SB3's run is no setting
-    report.write_normalised(runs, {"E": 0.0}, "t", str(tmp_path))
+    partial = {**record("a", 1, -50.0), "env_id": "F"}  # a task only a has run, below its random score: not normalised
+    report.write_normalised(runs + [partial], {"E": 0.0, "F": 0.0}, "t", str(tmp_path))
     table = (tmp_path / "normalised.md").read_text()
     assert "Left out, no episode ended: b.py on E, seed 3." in table and "SB3" not in table
     assert "| a.py | 1.00 | " in table and "| b.py | 0.67 | " in table  # best: a's mean, 15
+    assert "Left out, not run with every setting: F." in table
+    assert "| a.py | F | -50.0 | 0.0 | – (not every setting has run this task) |" in table
     with pytest.raises(report.UsageError, match="runs of a on E were made with different settings"):
         report.write_normalised(runs[:1] + [record("a", 2, 20.0, lr=2.0)] + runs[2:4], {"E": 0.0}, "t", str(tmp_path))
 
