@@ -130,11 +130,18 @@ def learning_curve(steps: np.ndarray, returns: np.ndarray, grid: np.ndarray) -> 
 
 # -------------------------------------------------------------------------------------- statistics
 def bootstrap(score_dict: dict, statistic) -> tuple[dict, dict]:
-    """rliable's interval estimates with BOOTSTRAP_SAMPLES resamples from a fixed seed."""
-    with warnings.catch_warnings():  # arch would rather have a Generator than rliable's RandomState
-        warnings.simplefilter("ignore", FutureWarning)
-        return rly.get_interval_estimates(score_dict, statistic, reps=BOOTSTRAP_SAMPLES,
-                                          random_state=np.random.RandomState(0))
+    """rliable's interval estimates with BOOTSTRAP_SAMPLES resamples from a fixed seed. rliable's
+    StratifiedBootstrap draws its indices from numpy's global generator whatever random_state says,
+    so that generator is seeded for the call, and put back as it was after."""
+    state = np.random.get_state()
+    np.random.seed(0)
+    try:
+        with warnings.catch_warnings():  # arch would rather have a Generator than rliable's RandomState
+            warnings.simplefilter("ignore", FutureWarning)
+            return rly.get_interval_estimates(score_dict, statistic, reps=BOOTSTRAP_SAMPLES,
+                                              random_state=np.random.RandomState(0))
+    finally:
+        np.random.set_state(state)
 
 
 def interval(scores: np.ndarray, statistic) -> tuple[float, float, float]:
