@@ -247,14 +247,13 @@ def train_job(script: str, run_args: dict, resume: Optional[str] = None) -> int:
         os.makedirs(folder)
         state, env = {}, make_env(env_id, run_args)
         model = make_model(script, run_args, env)
-    threshold = gym_threshold(env_id)
-    writer = SummaryWriter(folder)
-    callback = Episodes(threshold, writer, state)
+    callback = Episodes(gym_threshold(env_id), state=state)
 
     def stop(signum, frame):
         callback.stop = True
-    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGINT, stop)  # before the events file appears, which tells a watcher it has begun
     signal.signal(signal.SIGTERM, stop)
+    writer = callback.writer = SummaryWriter(folder)
     print(f"SB3 counterpart of {script}.py on {env_id}, seed {seed}: logging to {folder}", flush=True)
     steps_before, session_start = model.num_timesteps, time.perf_counter()
     model.learn(total_timesteps=run_args["total_timesteps"] - model.num_timesteps, callback=callback,
@@ -278,7 +277,7 @@ def train_job(script: str, run_args: dict, resume: Optional[str] = None) -> int:
                "eval_return": float(np.mean(evaluation)) if evaluation else None,
                "eval_return_std": float(np.std(evaluation)) if evaluation else None,
                "eval_mode": "greedy" if run_args["eval_greedy"] else "sampled",
-               "reward_threshold": threshold, "steps_to_threshold": callback.steps,
+               "reward_threshold": callback.threshold, "steps_to_threshold": callback.steps,
                "seconds_to_threshold": callback.seconds, "interrupted": interrupted, "failed": False,
                "checkpoint": checkpoint, "run_dir": folder, "args": run_args}
     with open(os.path.join(folder, "summary.json.tmp"), "w") as f:
