@@ -17,10 +17,10 @@ import pytest
 from conftest import ROOT
 
 BANNER = "# ==== PLUMBING: nothing below changes what the algorithm computes ===="
-SCRIPTS = ["reinforce.py", "reinforce_baseline.py", "a2c.py", "trpo.py", "ppo.py", "ppo_continuous.py"]
-GAE = ["a2c.py", "trpo.py", "ppo.py", "ppo_continuous.py"]
-BOTH_KINDS = ["reinforce.py", "reinforce_baseline.py", "a2c.py", "trpo.py"]
-NORMALISING = ["reinforce.py", "reinforce_baseline.py", "a2c.py", "trpo.py", "ppo_continuous.py"]
+SCRIPTS = ["reinforce.py", "reinforce_baseline.py", "a2c.py", "a3c.py", "trpo.py", "ppo.py", "ppo_continuous.py"]
+GAE = ["a2c.py", "a3c.py", "trpo.py", "ppo.py", "ppo_continuous.py"]
+BOTH_KINDS = ["reinforce.py", "reinforce_baseline.py", "a2c.py", "a3c.py", "trpo.py"]
+NORMALISING = ["reinforce.py", "reinforce_baseline.py", "a2c.py", "a3c.py", "trpo.py", "ppo_continuous.py"]
 
 # Helpers whose copies must be identical, and the scripts that hold one.
 IDENTICAL = {
@@ -35,9 +35,10 @@ IDENTICAL = {
     "successor_obs": GAE,
     "collect_rollout": GAE,
     "explained_variance": ["reinforce_baseline.py", *GAE],
-    "make_env": ["a2c.py", "trpo.py", "ppo_continuous.py"],
-    "make_vec_env": ["a2c.py", "trpo.py", "ppo_continuous.py"],
-    "make_batch": ["a2c.py", "trpo.py"],
+    "make_env": ["a2c.py", "a3c.py", "trpo.py", "ppo_continuous.py"],
+    "make_vec_env": ["a2c.py", "a3c.py", "trpo.py", "ppo_continuous.py"],
+    "make_batch": ["a2c.py", "a3c.py", "trpo.py"],
+    **{name: ["a2c.py", "a3c.py"] for name in ("policy_loss", "value_loss", "Agent", "make_optimizer", "a2c_update")},
     "ppo_loss": ["ppo.py", "ppo_continuous.py"],
     "ppo_update": ["ppo.py", "ppo_continuous.py"],
     "ppo_step": ["ppo.py", "ppo_continuous.py"],
@@ -48,11 +49,12 @@ IDENTICAL = {
     "compiled": ["ppo.py", "ppo_continuous.py"],
     "update_with_one": NORMALISING,
     "NormalizeObservation": NORMALISING,
-    "NormalizeReward": ["a2c.py", "trpo.py", "ppo_continuous.py"],
+    "NormalizeReward": ["a2c.py", "a3c.py", "trpo.py", "ppo_continuous.py"],
 }
 
 # Lines above the banner, and changed lines (`diff a b | grep -c '^[<>]'`) between neighbours.
-ABOVE_BANNER = {"reinforce.py": 310, "reinforce_baseline.py": 350, "a2c.py": 380, "trpo.py": 490, "ppo.py": 415,
+ABOVE_BANNER = {"reinforce.py": 310, "reinforce_baseline.py": 350, "a2c.py": 380, "a3c.py": 420, "trpo.py": 490,
+                "ppo.py": 415,
                 "ppo_continuous.py": 410}
 # Issue 18 asks 450 of reinforce_baseline -> a2c and 480 of a2c -> ppo; the scripts come to 507 and
 # 522. Both docstrings carry the bridges the same issue asks for (the policy gradient theorem's
@@ -65,7 +67,8 @@ ABOVE_BANNER = {"reinforce.py": 310, "reinforce_baseline.py": 350, "a2c.py": 380
 # adaptive, and the plain surrogate) to both PPO files, with ppo.py's docstring on them: a2c -> ppo
 # 586 -> 657, ppo -> ppo_continuous 230 -> 258, and some 55 lines above each PPO banner.
 LADDER = [("reinforce.py", "reinforce_baseline.py", 100), ("reinforce_baseline.py", "a2c.py", 525),
-          ("a2c.py", "trpo.py", 420), ("a2c.py", "ppo.py", 660), ("ppo.py", "ppo_continuous.py", 260)]
+          ("a2c.py", "trpo.py", 420), ("a2c.py", "ppo.py", 660), ("ppo.py", "ppo_continuous.py", 260),
+          ("a2c.py", "a3c.py", 300)]  # issue 24: a3c.py within 420 lines above its banner and 300 changed
 FIRST_FUNCTION, TRAIN_LINES, WIDTH_ABOVE, WIDTH_BELOW = 150, 45, 100, 120
 
 
@@ -117,7 +120,7 @@ def test_the_algorithm_reads_top_to_bottom_within_the_budgets(script):
     assert not wide, f"lines too wide: {wide}"
     above = {node.name for node in tree.body if isinstance(node, (ast.FunctionDef, ast.ClassDef))
              and node.lineno < banner}
-    assert {"Hyperparameters", "Agent" if script.startswith(("a2c", "trpo", "ppo")) else "Policy", "train"} <= above
+    assert {"Hyperparameters", "Agent" if script.startswith(("a2c", "a3c", "trpo", "ppo")) else "Policy", "train"} <= above
     assert not {"Args", "Run"} & above
 
 

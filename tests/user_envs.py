@@ -238,6 +238,16 @@ class DictWithImage(Identity):
             "x": gym.spaces.Box(0.0, 1.0, (4,), np.float32)})
 
 
+class BreaksAfterAWhile(Identity):
+    """Raises after a while, as a broken env would: a3c.py's worker that steps it reports why and stops."""
+
+    def step(self, action):
+        self.steps_taken = getattr(self, "steps_taken", 0) + 1
+        if self.steps_taken > 300:
+            raise RuntimeError("the simulator lost its connection")
+        return super().step(action)
+
+
 gym.register(id="IdentityRegistered-v0", entry_point=Identity)
 gym.register(id="Counter-v0", entry_point=Counter, max_episode_steps=5)
 gym.register(id="ContinuousIdentityRegistered-v0", entry_point=ContinuousIdentity)
@@ -249,3 +259,4 @@ gym.register(id="ContinuousDictOfBoxes-v0", entry_point=DictOfBoxes, kwargs={"co
 # FrozenLake-v1's 4x4 map without the slippery ice: every move goes where it points.
 gym.register(id="FrozenLakeNotSlippery-v0", entry_point="gymnasium.envs.toy_text.frozen_lake:FrozenLakeEnv",
              kwargs={"map_name": "4x4", "is_slippery": False}, max_episode_steps=100, reward_threshold=0.9)
+
