@@ -804,6 +804,8 @@ class StopOnSignal:
 
     def __exit__(self, *exc):
         for sig, handler in self.previous.items():
+            if sig == signal.SIGINT and handler == signal.SIG_IGN:  # ignored by whoever started us (`&` in a
+                handler = signal.default_int_handler  # script): it stopped training, so it stops the evaluation too
             signal.signal(sig, handler)
 
 
