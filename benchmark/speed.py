@@ -34,7 +34,9 @@ from dataclasses import dataclass, field
 import tyro
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ALGORITHM_KEYS = ("largest_kl_after_step", "rejected_steps", "compile_seconds")  # kept where a summary.json has them (trpo.py; --compile)
+# kept where a summary.json has them: trpo.py's, --compile's, a3c.py's
+ALGORITHM_KEYS = ("largest_kl_after_step", "rejected_steps", "compile_seconds",
+                  "pushes", "staleness_mean", "staleness_max")
 PEER_SCRIPTS = ("ppo.py", "ppo_continuous.py", "a2c.py", "trpo.py")  # those with an SB3 counterpart
 TORCHRUN_SCRIPTS = ("ppo.py", "ppo_continuous.py")  # those that run under torchrun
 
