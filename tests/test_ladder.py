@@ -17,22 +17,25 @@ import pytest
 from conftest import ROOT
 
 BANNER = "# ==== PLUMBING: nothing below changes what the algorithm computes ===="
-SCRIPTS = ["reinforce.py", "reinforce_baseline.py", "a2c.py", "a3c.py", "trpo.py", "ppo.py", "ppo_continuous.py"]
+SCRIPTS = ["reinforce.py", "reinforce_baseline.py", "a2c.py", "a3c.py", "trpo.py", "ppo.py", "ppo_continuous.py",
+           "ddpg.py"]
+STOCHASTIC = SCRIPTS[:-1]  # all but ddpg.py, whose deterministic actor and Q critic are ReLU MLPs of their own
 GAE = ["a2c.py", "a3c.py", "trpo.py", "ppo.py", "ppo_continuous.py"]
 BOTH_KINDS = ["reinforce.py", "reinforce_baseline.py", "a2c.py", "a3c.py", "trpo.py"]
 NORMALISING = ["reinforce.py", "reinforce_baseline.py", "a2c.py", "a3c.py", "trpo.py", "ppo_continuous.py"]
 
 # Helpers whose copies must be identical, and the scripts that hold one.
 IDENTICAL = {
+    **{name: STOCHASTIC for name in ("layer_init", "mlp")},
     **{name: SCRIPTS for name in (
-        "layer_init", "mlp", "UsageError", "RULES", "validate_args", "resolve_env_id", "check_env",
+        "UsageError", "RULES", "validate_args", "resolve_env_id", "check_env",
         "check_resume", "describe", "save_checkpoint", "load_checkpoint", "defaults_from_checkpoint",
         "seed_everything", "make_run_dir", "open_writer", "format_seconds", "print_progress",
         "StopOnSignal", "write_summary", "report_end", "SaveError", "write_atomically", "checkpoint_file",
         "Writer", "quiet_full_disk", "observation_problem", "acting")},
     "check_spaces": BOTH_KINDS,
     "compute_gae": GAE,
-    "successor_obs": GAE,
+    "successor_obs": [*GAE, "ddpg.py"],
     "collect_rollout": GAE,
     "explained_variance": ["reinforce_baseline.py", *GAE],
     "make_env": ["a2c.py", "a3c.py", "trpo.py", "ppo_continuous.py"],
@@ -55,7 +58,7 @@ IDENTICAL = {
 # Lines above the banner, and changed lines (`diff a b | grep -c '^[<>]'`) between neighbours.
 ABOVE_BANNER = {"reinforce.py": 310, "reinforce_baseline.py": 350, "a2c.py": 380, "a3c.py": 420, "trpo.py": 490,
                 "ppo.py": 415,
-                "ppo_continuous.py": 410}
+                "ppo_continuous.py": 410, "ddpg.py": 450}  # ddpg.py: issue 25, as the anatomy tool's budget
 # Issue 18 asks 450 of reinforce_baseline -> a2c and 480 of a2c -> ppo; the scripts come to 507 and
 # 522. Both docstrings carry the bridges the same issue asks for (the policy gradient theorem's
 # advantage form, GAE as a λ-weighted average, PPO's ratio from TRPO's surrogate), and ppo.py its
@@ -120,7 +123,7 @@ def test_the_algorithm_reads_top_to_bottom_within_the_budgets(script):
     assert not wide, f"lines too wide: {wide}"
     above = {node.name for node in tree.body if isinstance(node, (ast.FunctionDef, ast.ClassDef))
              and node.lineno < banner}
-    assert {"Hyperparameters", "Agent" if script.startswith(("a2c", "a3c", "trpo", "ppo")) else "Policy", "train"} <= above
+    assert {"Hyperparameters", "Agent" if script.startswith(("a2c", "a3c", "trpo", "ppo", "ddpg")) else "Policy", "train"} <= above
     assert not {"Args", "Run"} & above
 
 

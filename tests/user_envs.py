@@ -132,6 +132,12 @@ class MultiDimensionalAction(ContinuousIdentity):
     action_space = gym.spaces.Box(-1.0, 1.0, (2, 2), np.float32)
 
 
+class UnboundedActions(ContinuousIdentity):
+    """A Box action space without bounds: ddpg.py, which squashes into the bounds, refuses it."""
+
+    action_space = gym.spaces.Box(-np.inf, np.inf, (2,), np.float32)
+
+
 class TwoStepChain(gym.Env):
     """A two-step MDP small enough to compute the expected return exactly. From state 0, action a
     earns FIRST_REWARDS[a] and leads to state 1 + a; there, action b earns SECOND_REWARDS[1 + a][b]
