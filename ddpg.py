@@ -10,38 +10,45 @@ deterministic policy, the deterministic policy gradient theorem (Silver et al. 2
 
 the chain rule through the critic, averaged over states. It is the limit of the stochastic policy
 gradient for a Gaussian π_θ(·|s) = N(μ_θ(s), σ²) as σ → 0. What it does not have is an expectation
-over actions: no log π, no ratio ρ_t, so states visited by any behaviour policy will do (off-policy,
-with no importance sampling), and the data can come from a replay buffer D of past transitions.
-Here J is maximised by minimising L(θ) = -Ê_{s∈D}[Q_φ(s, μ_θ(s))], whose gradient is the DPG.
+over actions: no log π, no ratio ρ_t, so the states may come from another, behaviour policy, with
+no importance sampling: off-policy, from a replay buffer D of past transitions. (That averages over
+the behaviour's states, not d^μ, and drops a term: the off-policy DPG of Silver et al. 2014, §4.2,
+an approximation that works when the two visit similar states.) Here J is maximised by minimising
+L(θ) = -Ê_{s∈D}[Q_φ(s, μ_θ(s))], whose gradient is minus the DPG. φ, the parameters of the critic
+V_φ in the other files, here are those of Q_φ.
 
 The critic learns Q^μ by regression on one-step targets (Q-learning for a deterministic policy):
 
-    y = r + γ (1 - term) Q_φ'(s', μ_θ'(s'))                                       target
+    y = r + γ (1 - term) Q_φtarg(s', μ_θtarg(s'))                                 target, held fixed
     L(φ) = Ê_{(s,a,r,s')∈D}[ (Q_φ(s, a) - y)² ]
 
-θ' and φ' are target networks, slow copies that trail θ and φ by Polyak averaging after each
-update, θ' ← τ θ + (1 - τ) θ' (τ ≈ 0.005), so the target does not move with every step of φ. As
-everywhere here, a time-limit truncation bootstraps from Q_φ'(s', ·) of the true final
-observation s'; only a termination cuts the return. The policy explores by noise on its action:
-a = clip(μ_θ(s) + ξ, -1, 1), ξ Gaussian (as TD3) or Ornstein-Uhlenbeck (--noise ou, temporally
-correlated, as the DDPG paper had it), after --learning-starts steps of uniformly random actions.
+(s' is the next state.) θtarg and φtarg are target networks, slow copies that trail θ and φ by
+Polyak averaging after each actor update, θtarg ← τ θ + (1 - τ) θtarg (τ ≈ 0.005; here τ is
+this factor, not a trajectory), so the target does not move with every step of φ. y carries no
+gradient. As everywhere here, a time-limit truncation bootstraps from Q_φtarg(s', ·) of the true
+final observation s'; only a termination cuts the return. The policy explores by noise on its
+action: a = clip(μ_θ(s) + ξ, -1, 1), ξ Gaussian (as TD3) or Ornstein-Uhlenbeck (--noise ou,
+temporally correlated, as the DDPG paper had it), after --learning-starts steps of uniformly
+random actions.
 
 DDPG's critic overestimates, and the actor climbs the errors. TD3 (Fujimoto et al. 2018) adds three
 corrections, each a switch here; with all three on, this file is TD3:
 - clipped double Q (--twin-q): two critics, and the target takes the smaller, y = r + γ (1 - term)
-  min_i Q_φ'_i(s', a'). A maximising actor seeks out where Q is too high; the minimum of two
+  min_i Q_φtarg,i(s', a'). A maximising actor seeks out where Q is too high; the minimum of two
   independent errors is less often too high (overestimation bias).
 - delayed policy updates (--policy-frequency 2): the actor and the targets move once per two
-  critic steps, so the critic settles before the policy follows it (variance from a moving
-  target).
-- target policy smoothing (--target-noise 0.2): a' = clip(μ_θ'(s') + clip(ζ, -c, c), -1, 1),
-  ζ ~ N(0, σ'²): the target averages Q over a small neighbourhood of a', so a deterministic policy
-  cannot exploit a narrow peak of the critic's error.
+  critic steps, so the critic settles before the policy follows it: fewer policy steps on a
+  critic that is still wrong, and targets that move less (their variance).
+- target policy smoothing (--target-noise 0.2): a' = clip(μ_θtarg(s') + clip(ζ, -c, c), -1, 1),
+  ζ ~ N(0, σ_targ²): the target averages Q over a small neighbourhood of a', so a deterministic
+  policy cannot exploit a narrow peak of the critic's error.
 
 Actions: the actor's tanh keeps μ_θ(s) in [-1, 1]^d; the replay buffer and the critic see actions
 in those units, and only the env's copy is rescaled to its bounds (finite bounds are required).
+The files with Gaussian policies store the unclipped sample, for its log-probability; here there
+is none, and the buffer stores the clipped action, the one the env executed, for the critic.
 
-Reading map: td_target, critic_loss, actor_loss, polyak_update and smoothed_target_action (the
+Reading map: td_target, critic_loss, actor_loss, smoothed_target_action and polyak_update (the
 math), Actor and Critic, Agent (μ_θ, Q_φ and their targets), ddpg_update (one critic step, then
 maybe one actor step and the targets), ReplayBuffer, the noise, env_step, then train(): read down
 to the PLUMBING banner. tests/test_ddpg.py checks the DPG against the chain rule by hand, the
@@ -103,7 +110,7 @@ class Hyperparameters:
     learning_starts: int = 1_000
     """steps of uniformly random actions first; updates wait until the buffer holds as many"""
     exploration_noise: float = 0.1
-    """std of the noise on the actor's action, in units of half the action range"""
+    """std of the noise on the actor's action, in half action ranges (with OU: of its steps)"""
     noise: Literal["gaussian", "ou"] = "gaussian"
     """exploration noise: independent Gaussian, or Ornstein-Uhlenbeck (correlated in time)"""
     ou_theta: float = 0.15
@@ -122,32 +129,33 @@ class Hyperparameters:
 
 # ------------------------------------------------------------------------------------- the math
 def td_target(rewards, terminations, next_q, gamma: float) -> torch.Tensor:
-    """y = r + γ (1 - term) Q_φ'(s', a'). A truncation keeps the bootstrap; a termination zeroes
+    """y = r + γ (1 - term) Q_φtarg(s', a'). A truncation keeps the bootstrap; a termination zeroes
     it (torch.where, not (1 - term) ·, since 0 · NaN is NaN)."""
     return rewards + gamma * torch.where(terminations.bool(), 0.0, next_q)
 
 
 def critic_loss(q_values: list[torch.Tensor], targets: torch.Tensor) -> torch.Tensor:
-    """Σ_i Ê[(Q_φi(s, a) - y)²], over the one critic (DDPG) or the two (TD3)."""
+    """Σ_i Ê[(Q_φ,i(s, a) - y)²], over the one critic (DDPG) or the two (TD3)."""
     return sum(((q - targets) ** 2).mean() for q in q_values)
 
 
 def actor_loss(agent: "Agent", obs: torch.Tensor) -> torch.Tensor:
-    """L(θ) = -Ê_s[Q_φ1(s, μ_θ(s))]: its gradient in θ is minus the DPG, ∇_a Q ∇_θ μ_θ(s)."""
+    """L(θ) = -Ê_s[Q_φ1(s, μ_θ(s))]: its gradient in θ is minus the DPG, ∇_a Q ∇_θ μ_θ(s). The
+    first critic only, as in TD3: the minimum of two is for the target, where errors compound."""
     return -agent.critics[0](obs, agent.actor(obs)).mean()
 
 
 def smoothed_target_action(actions: torch.Tensor, std: float, clip: float) -> torch.Tensor:
-    """a' = clip(μ_θ'(s') + clip(ζ, -c, c), -1, 1), ζ ~ N(0, std²): TD3's target smoothing."""
+    """a' = clip(μ_θtarg(s') + clip(ζ, -c, c), -1, 1), ζ ~ N(0, std²): TD3's target smoothing."""
     noise = (torch.randn_like(actions) * std).clamp(-clip, clip)
     return (actions + noise).clamp(-1.0, 1.0)
 
 
 @torch.no_grad()
 def polyak_update(target: nn.Module, online: nn.Module, tau: float) -> None:
-    """θ' ← τ θ + (1 - τ) θ', parameter by parameter."""
+    """θtarg ← τ θ + (1 - τ) θtarg, parameter by parameter."""
     for p_target, p in zip(target.parameters(), online.parameters()):
-        p_target.lerp_(p, tau)
+        p_target.lerp_(p, tau)  # θtarg + τ (θ - θtarg)
 
 
 # ------------------------------------------------------------------------------------ the agent
@@ -180,18 +188,19 @@ class Critic(nn.Module):
 
 
 class Agent(nn.Module):
-    """The actor μ_θ, one or two critics Q_φi, and a target copy of each (θ', φ'_i), which
-    only polyak_update changes."""
+    """The actor μ_θ, one or two critics Q_φ,i, and a target copy of each (θtarg, φtarg,i),
+    which only polyak_update changes."""
 
     def __init__(self, obs_dim: int, action_dim: int, twin_q: bool, hidden: int = 256):
         super().__init__()
         self.actor = Actor(obs_dim, action_dim, hidden)
-        self.critics = nn.ModuleList(Critic(obs_dim, action_dim, hidden) for _ in range(1 + twin_q))
+        count = 2 if twin_q else 1
+        self.critics = nn.ModuleList(Critic(obs_dim, action_dim, hidden) for _ in range(count))
         self.actor_target = copy.deepcopy(self.actor).requires_grad_(False)
         self.critics_target = copy.deepcopy(self.critics).requires_grad_(False)
 
     def target_q(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        """Q_φ'(s', a'), or min_i Q_φ'_i(s', a') with two critics (clipped double Q)."""
+        """Q_φtarg(s', a'), or min_i Q_φtarg,i(s', a') with two critics (clipped double Q)."""
         return torch.stack([critic(obs, actions) for critic in self.critics_target]).min(0).values
 
 
@@ -201,7 +210,7 @@ def ddpg_update(agent: Agent, actor_optimizer: torch.optim.Optimizer,
                 update_actor: bool) -> dict:
     """One step on L(φ); if update_actor, one on L(θ) and the targets' Polyak step. The losses."""
     with torch.no_grad():
-        next_actions = agent.actor_target(batch["next_obs"])  # μ_θ'(s')
+        next_actions = agent.actor_target(batch["next_obs"])  # μ_θtarg(s')
         if args.target_noise > 0:
             next_actions = smoothed_target_action(next_actions, args.target_noise,
                                                   args.target_noise_clip)
@@ -217,8 +226,10 @@ def ddpg_update(agent: Agent, actor_optimizer: torch.optim.Optimizer,
     losses = {"value_loss": q_loss.item(), "q_value": q_values[0].mean().item()}
     if update_actor:
         pi_loss = actor_loss(agent, batch["obs"])
+        if not torch.isfinite(pi_loss):
+            raise FloatingPointError(f"actor loss is {pi_loss.item()}")
         actor_optimizer.zero_grad(set_to_none=True)
-        pi_loss.backward()  # also fills the critic's .grad: its next zero_grad clears it
+        pi_loss.backward()  # also fills the critic's .grad, unused: its next zero_grad clears it
         actor_optimizer.step()
         polyak_update(agent.actor_target, agent.actor, args.tau)
         polyak_update(agent.critics_target, agent.critics, args.tau)
@@ -268,14 +279,15 @@ class GaussianNoise:
 
 class OrnsteinUhlenbeckNoise(GaussianNoise):
     """ξ ← ξ - θ_OU ξ + σ z, z ~ N(0, I): noise that drifts back to 0, correlated from step to
-    step, so exploration keeps a direction for a while (DDPG: θ_OU 0.15). Back to 0 each episode."""
+    step, so exploration keeps a direction for a while (DDPG: θ_OU 0.15). Back to 0 each episode.
+    σ is the std of each step's increment; ξ settles at σ / √(θ_OU (2 - θ_OU)), 1.9 σ for 0.15."""
 
     def __init__(self, std: float, action_dim: int, theta: float):
         super().__init__(std, action_dim)
         self.theta, self.state = theta, np.zeros(action_dim, np.float32)
 
     def sample(self) -> np.ndarray:
-        self.state = self.state - self.theta * self.state + super().sample()
+        self.state = self.state - self.theta * self.state + super().sample()  # + σ z
         return self.state.copy()
 
     def reset(self) -> None:
@@ -360,10 +372,11 @@ def train(args: "Args") -> dict:
     obs = run.start(envs, agent, actor_optimizer, critic_optimizer, buffer)  # resumes; resets envs
     try:
         for step in run.steps():
-            explore = noise if step >= args.learning_starts else None  # None: random actions
-            obs = env_step(envs, agent, obs, buffer, explore, run.device, run.episode_ended)
+            random_phase = step < args.learning_starts  # uniformly random actions, no noise
+            obs = env_step(envs, agent, obs, buffer, None if random_phase else noise, run.device,
+                           run.episode_ended)
             losses = None
-            if buffer.size >= max(args.learning_starts, 1):
+            if buffer.size >= max(args.learning_starts, 1):  # (at least one transition to draw)
                 batch = buffer.sample(args.batch_size, run.device)
                 losses = ddpg_update(agent, actor_optimizer, critic_optimizer, batch, args,
                                      update_actor=step % args.policy_frequency == 0)
@@ -411,7 +424,7 @@ class Args(Hyperparameters):
     eval_episodes: int = 10
     """episodes to evaluate with after training or with --eval-checkpoint"""
     eval_greedy: bool = True
-    """evaluate with μ_θ(s) itself; --no-eval-greedy adds the exploration noise"""
+    """evaluate with μ_θ(s) itself; --no-eval-greedy adds Gaussian noise of std --exploration-noise"""
 
 
 class Run:
@@ -423,9 +436,10 @@ class Run:
         """Before anything is built: check the flags and the env, load a checkpoint to resume,
         seed, make the run directory and its writer."""
         validate_args(args, FLAG_RULES)
-        if args.batch_size > args.buffer_size:
-            raise UsageError(f"--batch-size {args.batch_size} is more than the replay buffer holds "
-                             f"(--buffer-size {args.buffer_size})")
+        for flag in ("batch_size", "learning_starts"):  # or no update could ever be made
+            if getattr(args, flag) > args.buffer_size:
+                raise UsageError(f"--{flag.replace('_', '-')} {getattr(args, flag)} is more than the replay buffer "
+                                 f"holds (--buffer-size {args.buffer_size})")
         self.args = args
         self.env_id, self.obs_dim, self.action_space, self.threshold = check_env(args.env_id, args.capture_video)
         self.action_dim = self.action_space.shape[0]
@@ -467,6 +481,10 @@ class Run:
                 for key in ("obs", "actions", "rewards", "next_obs", "terminations"):
                     getattr(buffer, key)[:n] = saved[key][saved["size"] - n:]
                 buffer.size, buffer.position = n, n % buffer.capacity
+            elif self.args.learning_starts:
+                print(f"the replay buffer starts empty (--save-buffer keeps it): updates begin again once it holds "
+                      f"{self.args.learning_starts:,} transitions", flush=True)
+        self.checkpoint = None  # all restored: let a saved buffer's memory go
         obs, _ = envs.reset(seed=self.args.seed + self.global_step)
         return obs
 
@@ -501,7 +519,7 @@ class Run:
         """After each step: every 500 steps or so, the last update's losses, the learning rate,
         steps/s; a progress line every few seconds."""
         self.global_step += 1
-        self.losses = losses or self.losses
+        self.losses = {**self.losses, **(losses or {})}  # a critic-only update keeps the last policy_loss
         total, stop = self.args.total_timesteps, self.signals.requested
         if self.global_step - self.logged_step < 500 and self.global_step < total and not stop:
             return  # the rest is slow (tensorboard takes some 40 µs a scalar): not at every step
@@ -578,7 +596,7 @@ RULES = {
 FLAG_RULES = {
     "total_timesteps": "count", "buffer_size": "count", "batch_size": "count", "eval_episodes": "count",
     "torch_threads": "count", "policy_frequency": "count", "hidden_size": "count", "gamma": "fraction",
-    "tau": "fraction", "ou_theta": "fraction", "learning_rate": "positive", "learning_starts": "non-negative",
+    "tau": "fraction", "ou_theta": "open fraction", "learning_rate": "positive", "learning_starts": "non-negative",
     "exploration_noise": "non-negative", "target_noise": "non-negative", "target_noise_clip": "non-negative",
     "checkpoint_every": "non-negative",
 }

@@ -314,8 +314,9 @@ def test_ctrl_c_saves_a_checkpoint_that_resume_continues(tmp_path):
     step = torch.load(checkpoint_path, weights_only=False)["global_step"]
     assert 0 < step < 20_000
     result = run_script("ddpg.py", "--resume", str(checkpoint_path), "--total-timesteps", str(step + 300),
-                        "--eval-episodes", "1", cwd=str(tmp_path))
+                        "--learning-starts", "100", "--eval-episodes", "1", cwd=str(tmp_path))
     assert result.returncode == 0, result.stderr
+    assert "replay buffer starts empty" in result.stdout  # no --save-buffer: refilled by the policy, then updates
     assert torch.load(checkpoint_path, weights_only=False)["global_step"] == step + 300
     result = run_script("ddpg.py", "--eval-checkpoint", str(checkpoint_path), "--eval-episodes", "1",
                         cwd=str(tmp_path))
@@ -344,6 +345,8 @@ BAD_INPUTS = {
     "no policy updates": (["--policy-frequency", "0"], "--policy-frequency must be positive"),
     "negative noise": (["--exploration-noise", "-0.1"], "--exploration-noise must be a finite number ≥ 0"),
     "batch larger than the buffer": (["--buffer-size", "100", "--batch-size", "256"], "more than the replay buffer"),
+    "learning starts beyond the buffer": (["--buffer-size", "500", "--batch-size", "64"], "--learning-starts 1000 is more"),
+    "OU noise that never reverts": (["--ou-theta", "0"], "--ou-theta must lie strictly between 0 and 1"),
     "both resume and eval": (["--resume", "a.pt", "--eval-checkpoint", "b.pt"], "not both"),
     "missing checkpoint": (["--eval-checkpoint", "nowhere.pt"], "does not exist"),
 }
