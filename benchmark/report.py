@@ -215,14 +215,20 @@ def env_table(env_id: str, runs: list[dict], peers: list[dict]) -> list[str]:
 
 
 def versus_sb3(runs: list[dict]) -> list[str]:
-    """Ours against SB3 at the same settings (run.py --versus-sb3), per script and env: medians over seeds,
+    """Ours against SB3 at the same settings (run.py --versus-sb3), per script and env, and each variant of
+    the script run on that env (an ablation) against the same SB3 runs: medians over seeds,
     the two-sided Mann-Whitney U test on the final training returns, and rliable's probability that a
     run of ours outscores one of SB3's, with its 95% bootstrap interval."""
     from scipy.stats import mannwhitneyu
     lines = []
+    pairs = []  # (ours, SB3's label, env): the script itself, then its variants (ablations) run on that env
     for label, env_id in sorted({(r["script"], r["env_id"]) for r in runs if r["script"].endswith("@sb3")},
                                 key=lambda pair: (script_rank(pair[0]), pair[1])):
-        mine = label[:-len("@sb3")]
+        script = label[:-len("@sb3")]
+        variants = sorted({r["script"] for r in runs if r["env_id"] == env_id and r["script"].startswith(script + "@")
+                           and not r["script"].endswith("@sb3")})
+        pairs += [(mine, label, env_id) for mine in [script, *variants]]
+    for mine, label, env_id in pairs:
         ours = [r for r in runs if r["script"] == mine and r["env_id"] == env_id and r["final_return"] is not None]
         theirs = [r for r in runs if r["script"] == label and r["env_id"] == env_id and r["final_return"] is not None]
         if not ours or not theirs:

@@ -18,6 +18,10 @@ again. A failed job is reported with the end of its log and the others go on. Th
 With --versus-sb3, each job of a script that Stable-Baselines3 also has is followed by SB3's run with
 the same settings (benchmark/sb3_train.py; needs stable-baselines3 and sb3-contrib), in a folder
 "<table>@sb3" of its own (trpo@sb3 beside trpo); benchmark/report.py then sets the two side by side.
+
+A table with an `ablation = "<name>"` key runs its script through benchmark/ablate.py, one line of it
+changed, and only when --scripts names the table (`--scripts trpo@return-reset`); the report sets it
+beside SB3 as well.
 """
 
 import glob
@@ -72,6 +76,7 @@ class Job:
     seed: int
     flags: dict
     folder: str
+    ablation: Optional[str] = None  # run through benchmark/ablate.py with this ablation
 
     @property
     def script(self) -> str:
@@ -131,12 +136,17 @@ def plan(args: Args) -> list[Job]:
         for env_id, flags in envs.items():
             if args.envs is not None and env_id not in args.envs:
                 continue
-            labels = [label] + ([f"{label}@sb3"] if args.versus_sb3 and script in SB3_SCRIPTS else [])
+            flags = dict(flags)
+            ablation = flags.pop("ablation", None)
+            if ablation is not None and (args.scripts is None or label not in args.scripts):
+                continue  # an ablation runs only when its table is named
+            sb3 = args.versus_sb3 and script in SB3_SCRIPTS and ablation is None
+            labels = [label] + ([f"{label}@sb3"] if sb3 else [])
             for seed in seeds:
                 for name in labels:
                     folder = os.path.join(args.runs_dir, args.suite, name, env_id.replace("/", "_").replace(":", "_"),
                                           f"seed_{seed}")
-                    jobs.append(Job(name, env_id, seed, flags, folder))
+                    jobs.append(Job(name, env_id, seed, flags, folder, ablation if name == label else None))
     if not jobs:
         raise UsageError(f"the selection leaves no job in suite {args.suite!r}")
     return jobs
@@ -175,6 +185,7 @@ def start(job: Job) -> subprocess.Popen:
     resumable = summary is not None and summary.get("interrupted") and same_settings(job, summary)
     checkpoint = summary.get("checkpoint") if resumable else None
     program = ([os.path.join(ROOT, "benchmark", "sb3_train.py")] if job.label.endswith("@sb3")
+               else [os.path.join(ROOT, "benchmark", "ablate.py"), job.ablation, f"{job.script}.py"] if job.ablation
                else [os.path.join(ROOT, f"{job.script}.py")])
     if checkpoint and os.path.exists(checkpoint):
         command = [sys.executable, *program, "--resume", checkpoint]
@@ -214,7 +225,8 @@ def main(args: Args) -> int:
           flush=True)
     if args.dry_run:
         for job in jobs:
-            print(f"  {'finished' if job not in pending else 'to run  '}  {job.name}  {' '.join(as_flags(job.flags))}")
+            print(f"  {'finished' if job not in pending else 'to run  '}  {job.name}  {' '.join(as_flags(job.flags))}"
+                  + (f"  (ablation {job.ablation})" if job.ablation else ""))
         return 0
 
     running: dict[subprocess.Popen, tuple[Job, float]] = {}

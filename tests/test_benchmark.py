@@ -331,6 +331,7 @@ def test_every_job_of_the_config_names_real_flags():
                 script = label.split("@")[0]  # a variant: "<script>@<variant>"
                 fields = importlib.import_module(script).Args.__dataclass_fields__
                 for env_id, flags in envs.items():
+                    flags = {key: value for key, value in flags.items() if key != "ablation"}  # ablate.py's
                     assert set(flags) <= set(fields), (label, env_id, set(flags) - set(fields))
                     assert "total_timesteps" in flags, (label, env_id)  # the budget is always stated
 
@@ -519,6 +520,107 @@ def test_versus_table_tests_ours_against_sb3():
     # every run of ours beats every one of SB3's: P = 1; with 3 against 3 that is the smallest two-sided p, 2 / 20
     assert row == "| trpo.py | CartPole-v1 | 3 / 3 | 41.0 | 11.0 | 40.0 | 10.0 | 1.00 [1.00, 1.00] | 0.100 |"
     assert report.versus_sb3([r for r in runs if r["script"] == "trpo"]) == []  # no SB3 runs: no table
+    ablated = [{**fake_run("trpo@return-reset", seed, value), "final_return": value} for seed, value in
+               enumerate([5.0, 15.0, 25.0], 1)]
+    rows = [line for line in report.versus_sb3(runs + ablated) if line.startswith("| trpo.py")]
+    assert rows[0] == row  # the script first, then its ablation against the same SB3 runs
+    assert rows[1].startswith("| trpo.py: return-reset | CartPole-v1 | 3 / 3 | 15.0 | 11.0 |")
+
+
+class Endless(__import__("gymnasium").Env):
+    """Reward 1 at every step, never terminating: a TimeLimit truncates it."""
+    observation_space = __import__("gymnasium").spaces.Box(-1.0, 1.0, (1,), np.float32)
+    action_space = __import__("gymnasium").spaces.Box(-1.0, 1.0, (1,), np.float32)
+
+    def reset(self, *, seed=None, options=None):
+        return np.zeros(1, np.float32), {}
+
+    def step(self, action):
+        return np.zeros(1, np.float32), 1.0, False, False, {}
+
+
+def ablated_module(name: str, script: str):
+    """The script with the ablation's change, imported under a name of its own (not run)."""
+    import ablate
+    module = type(sys)(f"{script[:-3]}_{name.replace('-', '_')}")
+    exec(compile(ablate.ablated_source(name, os.path.join(ROOT, script)), script, "exec"), module.__dict__)
+    return module
+
+
+def test_every_ablation_still_fits_its_script():
+    """Each ablation's replaced text occurs exactly once in its script, so none silently runs the script
+    unchanged; a script that is not the ablation's is refused."""
+    import ablate
+    for name, (script, _, old, new) in ablate.ABLATIONS.items():
+        changed = ablate.ablated_source(name, os.path.join(ROOT, script))
+        assert new in changed and old not in changed, name
+    with pytest.raises(ablate.UsageError, match="changes trpo.py"):
+        ablate.ablated_source("return-reset", os.path.join(ROOT, "ppo.py"))
+    result = bench("ablate.py", "no-such-ablation", "trpo.py")
+    assert result.returncode == 2 and "no ablation 'no-such-ablation'" in result.stderr
+
+
+def test_runner_runs_an_ablation_only_when_named_through_ablate_py(tmp_path):
+    """A table with an `ablation` key is left out unless --scripts names it, gets no SB3 run beside it,
+    runs its script through benchmark/ablate.py, and counts as finished on the next run."""
+    config, runs_dir = tmp_path / "zoo.toml", str(tmp_path / "runs")
+    job = {"total_timesteps": 1024, "num_steps": 256, "eval_episodes": 1, "norm_reward": True}
+    write_config(config, {"ab": {"seeds": [1], "trpo": {"Pendulum-v1": job},
+                                 "trpo@return-reset": {"Pendulum-v1": {"ablation": "return-reset", **job}}}})
+    flags = ("--suite", "ab", "--config", str(config), "--runs-dir", runs_dir)
+    everything = bench("run.py", *flags, "--dry-run", "--versus-sb3").stdout
+    assert "1 jobs" not in everything and "return-reset" not in everything and "trpo@sb3" in everything
+    named = bench("run.py", *flags, "--dry-run", "--versus-sb3", "--scripts", "trpo@return-reset").stdout
+    assert named.splitlines()[1:] == [
+        "  to run    trpo@return-reset Pendulum-v1 seed 1  --total-timesteps 1024 --num-steps 256 --eval-episodes 1 "
+        "--norm-reward  (ablation return-reset)"]
+    result = bench("run.py", *flags, "--scripts", "trpo@return-reset")
+    assert result.returncode == 0, result.stdout + result.stderr
+    (log,) = glob.glob(os.path.join(runs_dir, "ab", "trpo@return-reset", "Pendulum-v1", "seed_1", "log.txt"))
+    with open(log) as f:
+        text = f.read()
+    assert "benchmark/ablate.py return-reset trpo.py --env-id Pendulum-v1" in text and "ablation return-reset:" in text
+    (summary,) = [summary for (label, _, _), (_, summary) in job_summaries(runs_dir, "ab").items()]
+    assert summary["global_step"] == 1024 and summary["args"]["norm_reward"]
+    again = bench("run.py", *flags, "--scripts", "trpo@return-reset", "--dry-run").stdout
+    assert "1 already finished" in again
+
+
+def test_return_reset_ablation_cuts_the_running_return_at_a_truncation():
+    """trpo.py keeps gymnasium's running return G through a time-limit truncation; the return-reset
+    ablation zeroes it after every episode end, as SB3's VecNormalize does, having counted G first."""
+    import gymnasium as gym
+    import trpo
+    for module, carried in ((trpo, True), (ablated_module("return-reset", "trpo.py"), False)):
+        env = module.NormalizeReward(gym.wrappers.TimeLimit(Endless(), max_episode_steps=3), gamma=0.5)
+        env.reset(seed=0)
+        for _ in range(3):  # G: 1, 1.5, 1.75, then the truncation
+            *_, truncated, _ = env.step(np.zeros(1, np.float32))
+        assert truncated and env.return_rms.count == pytest.approx(3 + 1e-4)
+        assert np.allclose(env.return_rms.mean, (1 + 1.5 + 1.75) / (3 + 1e-4))  # both counted G up to the end
+        assert env.discounted_reward[0] == (1.75 if carried else 0.0)
+
+
+def test_kl_ablation_measures_the_other_direction():
+    """kl-new-old's kl_from is KL(π_θ ‖ π_θold): the script's with the two Gaussians swapped."""
+    import gymnasium as gym
+    import trpo
+    ablated = ablated_module("kl-new-old", "trpo.py")
+    torch.manual_seed(0)
+    obs = torch.randn(5, 3)
+    agent = trpo.Agent(3, gym.spaces.Box(-1.0, 1.0, (2,), np.float32))
+    old = tuple(t.detach().clone() for t in agent.distribution(obs))  # log σ's copy, not a view of it
+    with torch.no_grad():  # move the policy: its mean and its σ
+        for parameter in agent.actor.parameters():
+            parameter.add_(0.1 * torch.randn_like(parameter))
+        agent.log_std.add_(-0.2)
+    new = agent.distribution(obs)
+    forward = torch.distributions.Normal(old[0], old[1].exp())
+    backward = torch.distributions.Normal(new[0], new[1].exp())
+    expected = torch.distributions.kl_divergence(backward, forward).sum(-1)
+    got = ablated.Agent.kl_from(agent, old, obs)
+    assert torch.allclose(got, expected, atol=1e-6)
+    assert not torch.allclose(got, trpo.Agent.kl_from(agent, old, obs), atol=1e-4)  # the script's differs
 
 
 def test_speed_records_each_seed_run_alone(tmp_path):
