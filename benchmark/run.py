@@ -39,7 +39,7 @@ from typing import Optional
 import tyro
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SB3_SCRIPTS = ("ppo", "ppo_continuous", "a2c", "trpo")  # those benchmark/sb3_train.py has a counterpart for
+SB3_SCRIPTS = ("ppo", "ppo_continuous", "a2c", "trpo", "ddpg")  # those benchmark/sb3_train.py has a counterpart for
 
 
 @dataclass
@@ -61,7 +61,7 @@ class Args:
     dry_run: bool = False
     """list the jobs and whether each is finished, and run nothing"""
     versus_sb3: bool = False
-    """beside each job of a script SB3 has (ppo, ppo_continuous, a2c, trpo), its Stable-Baselines3
+    """beside each job of a script SB3 has (ppo, ppo_continuous, a2c, trpo, ddpg), its Stable-Baselines3
     counterpart with the same settings (benchmark/sb3_train.py), as "<table>@sb3", seed by seed"""
 
 

@@ -1,9 +1,9 @@
 """Train the Stable-Baselines3 counterpart of one of our runs, with the same hyperparameters.
 
 Two uses. For benchmark/speed.py, it reads a run's summary.json (its "args" are the run's full
-settings) and trains SB3's PPO or A2C, or sb3-contrib's TRPO, on the same env, seed, budget and
+settings) and trains SB3's PPO, A2C, DDPG or TD3, or sb3-contrib's TRPO, on the same env, seed, budget and
 settings: the same network (two 64-unit tanh
-layers, separate actor and critic, orthogonal init), envs x steps per update, minibatches, epochs,
+layers, separate actor and critic, orthogonal init; ddpg.py's: see make_ddpg), envs x steps per update, minibatches, epochs,
 learning rate and its annealing, γ, λ, clipping, advantage and observation/reward normalisation, CG
 and line-search settings. Torch gets one thread, as our scripts have by default. Writes the numbers
 benchmark/speed.py compares, timed the way our scripts time themselves (training loop only):
@@ -55,7 +55,15 @@ from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PEERS = {"ppo": "stable-baselines3 PPO", "ppo_continuous": "stable-baselines3 PPO", "a2c": "stable-baselines3 A2C",
-         "trpo": "sb3-contrib TRPO"}
+         "trpo": "sb3-contrib TRPO", "ddpg": "stable-baselines3 DDPG or TD3"}
+
+
+def peer_name(script: str, args: dict) -> str:
+    """SB3's model that a run of ours is compared with; for ddpg.py, DDPG or TD3 as its switches say."""
+    if script != "ddpg":
+        return PEERS[script]
+    td3 = args["twin_q"] or args["policy_frequency"] > 1 or args["target_noise"] > 0
+    return "stable-baselines3 TD3" if td3 else "stable-baselines3 DDPG"
 
 
 @dataclass
@@ -95,12 +103,33 @@ def check_matchable(script: str, args: dict) -> None:
         raise UsageError("--no-line-search: sb3-contrib's TRPO always checks its step")
 
 
+def make_ddpg(args: dict, env):
+    """SB3's TD3 with ddpg.py's switches, which is SB3's DDPG with them off (its DDPG class is TD3 with
+    one critic, no delay and no target noise): the same 256-256 ReLU networks with torch's default init,
+    one Adam rate for both, one update per env step after learning_starts random ones, τ, and the
+    exploration noise in the [-1, 1] action space, as ours (OU with dt 1, ours: x ← x - θx + σε)."""
+    from stable_baselines3 import TD3
+    from stable_baselines3.common.noise import NormalActionNoise, OrnsteinUhlenbeckActionNoise
+    d = env.action_space.shape[0]
+    sigma = args["exploration_noise"] * np.ones(d)
+    noise = (OrnsteinUhlenbeckActionNoise(np.zeros(d), sigma, theta=args["ou_theta"], dt=1.0) if args["noise"] == "ou"
+             else NormalActionNoise(np.zeros(d), sigma))
+    return TD3("MlpPolicy", env, learning_rate=args["learning_rate"], buffer_size=args["buffer_size"],
+               learning_starts=args["learning_starts"], batch_size=args["batch_size"], tau=args["tau"],
+               gamma=args["gamma"], train_freq=1, gradient_steps=1, action_noise=noise,
+               policy_delay=args["policy_frequency"], target_policy_noise=args["target_noise"],
+               target_noise_clip=args["target_noise_clip"], seed=args["seed"], device="cpu", verbose=0,
+               policy_kwargs=dict(net_arch=[args["hidden_size"]] * 2, n_critics=2 if args["twin_q"] else 1))
+
+
 def make_model(script: str, args: dict, env):
     """SB3's model with our run's settings. Our value loss is ½ (V - R)² and SB3's (V - R)², so SB3's
     vf_coef is half ours; SB3 stops an epoch at 1.5 target_kl, so it gets ours / 1.5; sb3-contrib's
     TRPO averages a Gaussian's KL over the action dimensions, so it gets max_kl / d and cg_damping / d."""
     from stable_baselines3 import A2C, PPO
     check_matchable(script, args)
+    if script == "ddpg":
+        return make_ddpg(args, env)
     batch = args["num_envs"] * args["num_steps"]
     common = dict(policy="MlpPolicy", env=env, n_steps=args["num_steps"], gamma=args["gamma"],
                   gae_lambda=args["gae_lambda"], seed=args["seed"], device="cpu", verbose=0)
@@ -130,7 +159,7 @@ def make_model(script: str, args: dict, env):
 def make_env(env_id: str, run_args: dict):
     """Our run's envs as SB3 has them: vectorised, each with a Monitor (raw episode returns), and with
     VecNormalize when our run normalises (both clip at 10, as gymnasium's wrappers in ours do not)."""
-    env = make_vec_env(env_id, n_envs=run_args["num_envs"], seed=run_args["seed"], vec_env_cls=DummyVecEnv)
+    env = make_vec_env(env_id, n_envs=run_args.get("num_envs", 1), seed=run_args["seed"], vec_env_cls=DummyVecEnv)
     if run_args.get("norm_obs") or run_args.get("norm_reward"):
         env = VecNormalize(env, norm_obs=run_args.get("norm_obs", False), norm_reward=run_args.get("norm_reward", False),
                            clip_obs=10.0, clip_reward=10.0, gamma=run_args["gamma"], epsilon=1e-8)
@@ -183,7 +212,7 @@ def main(args: Args) -> None:
     callback = Episodes(threshold)
     model.learn(total_timesteps=run_args["total_timesteps"], callback=callback)
     seconds = callback.training_seconds()
-    result = {"peer": PEERS[script], "global_step": model.num_timesteps,
+    result = {"peer": peer_name(script, run_args), "global_step": model.num_timesteps,
               "steps_to_threshold": callback.steps, "seconds_to_threshold": callback.seconds,
               "sps": model.num_timesteps / seconds, "wall_seconds": seconds,
               "final_return": float(np.mean(callback.returns)) if callback.returns else None}
@@ -238,6 +267,8 @@ def train_job(script: str, run_args: dict, resume: Optional[str] = None) -> int:
             env = VecNormalize.load(os.path.join(folder, "vecnormalize.pkl"), env.venv)
         if script == "trpo":
             from sb3_contrib import TRPO as Model
+        elif script == "ddpg":
+            from stable_baselines3 import TD3 as Model
         else:
             Model = PPO if script in ("ppo", "ppo_continuous") else A2C
         model = Model.load(resume, env=env, device="cpu")
@@ -270,7 +301,7 @@ def train_job(script: str, run_args: dict, resume: Optional[str] = None) -> int:
     evaluation = [] if interrupted else evaluate(
         model, env_id, run_args["eval_episodes"], seed + 10_000,
         env.obs_rms if isinstance(env, VecNormalize) and env.norm_obs else None, run_args["eval_greedy"])
-    summary = {"algorithm": script, "peer": PEERS[script], "env_id": env_id, "seed": seed,
+    summary = {"algorithm": script, "peer": peer_name(script, run_args), "env_id": env_id, "seed": seed,
                "global_step": model.num_timesteps, "wall_seconds": seconds,
                "sps": (model.num_timesteps - steps_before) / session_seconds,  # this session's, as ours
                "final_return": float(np.mean(callback.returns)) if callback.returns else None,
@@ -308,7 +339,7 @@ def job_main(argv: list[str]) -> int:
             summary = json.load(f)
         return train_job(summary["algorithm"], summary["args"], resume=argv[1])
     if len(argv) < 2:
-        raise UsageError("--as needs a script name (ppo, ppo_continuous, a2c or trpo), then its flags")
+        raise UsageError(f"--as needs a script name ({', '.join(PEERS)}), then its flags")
     script = argv[1]
     run_args = script_args(script, argv[2:])
     check_matchable(script, run_args)

@@ -4,7 +4,7 @@ with --peers the same for Stable-Baselines3's counterpart run with the same hype
 Runs `python <script> --env-id <env> --seed <s>` (with the script's defaults plus any extra flags)
 for each seed, one at a time so the runs do not compete for cores, each under `/usr/bin/time -v`
 for its peak resident memory. With --peers, each of our runs is
-followed at once by SB3's PPO or A2C, or sb3-contrib's TRPO, with our run's settings
+followed at once by SB3's PPO, A2C, DDPG or TD3, or sb3-contrib's TRPO, with our run's settings
 (benchmark/sb3_train.py): the two alternate, seed by seed, so a machine that slows down or speeds up
 during the session slows both. Writes the raw per-run results as JSON and prints a markdown table
 with the median and min-max over seeds, and the ratios of the medians. With --nprocs (ppo.py and
@@ -37,7 +37,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # kept where a summary.json has them: trpo.py's, --compile's, a3c.py's
 ALGORITHM_KEYS = ("largest_kl_after_step", "rejected_steps", "compile_seconds",
                   "pushes", "staleness_mean", "staleness_max")
-PEER_SCRIPTS = ("ppo.py", "ppo_continuous.py", "a2c.py", "trpo.py")  # those with an SB3 counterpart
+PEER_SCRIPTS = ("ppo.py", "ppo_continuous.py", "a2c.py", "trpo.py", "ddpg.py")  # those with an SB3 counterpart
 TORCHRUN_SCRIPTS = ("ppo.py", "ppo_continuous.py")  # those that run under torchrun
 
 

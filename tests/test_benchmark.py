@@ -220,6 +220,43 @@ def test_sb3_counterparts_get_our_settings():
                 assert model.lr_schedule(progress) == pytest.approx(args["learning_rate"] * (1 - i / n))
 
 
+def test_sb3_ddpg_and_td3_get_our_settings():
+    """ddpg.py's SB3 counterpart is SB3's TD3 with our switches: with them off, its DDPG (one critic, no
+    delay, no target noise); the networks, rates, buffer, noise (in the [-1, 1] action space, OU with
+    dt 1 so that it is ours, x <- x - θx + σε) are our run's."""
+    import dataclasses
+
+    import ddpg
+    import sb3_train
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.noise import NormalActionNoise, OrnsteinUhlenbeckActionNoise
+    env = make_vec_env("Pendulum-v1", n_envs=1)
+    args = dataclasses.asdict(ddpg.Args())
+    model = sb3_train.make_model("ddpg", args, env)
+    assert sb3_train.peer_name("ddpg", args) == "stable-baselines3 DDPG"
+    assert len(model.critic.q_networks) == 1 and model.policy_delay == 1 and model.target_policy_noise == 0
+    assert [m.out_features for m in model.actor.mu if hasattr(m, "out_features")] == [256, 256, 1]
+    assert [m.out_features for m in model.critic.q_networks[0] if hasattr(m, "out_features")] == [256, 256, 1]
+    assert (model.learning_rate, model.buffer_size, model.batch_size, model.tau, model.gamma, model.learning_starts) == (
+        args["learning_rate"], args["buffer_size"], args["batch_size"], args["tau"], args["gamma"], args["learning_starts"])
+    assert model.train_freq.frequency == 1 and model.gradient_steps == 1
+    assert isinstance(model.action_noise, NormalActionNoise) and np.allclose(model.action_noise._sigma, 0.1)
+    td3 = {**args, "twin_q": True, "policy_frequency": 2, "target_noise": 0.2, "noise": "ou", "hidden_size": 64}
+    model = sb3_train.make_model("ddpg", td3, env)
+    assert sb3_train.peer_name("ddpg", td3) == "stable-baselines3 TD3"
+    assert len(model.critic.q_networks) == 2 and model.policy_delay == 2 and model.target_policy_noise == 0.2
+    assert [m.out_features for m in model.actor.mu if hasattr(m, "out_features")] == [64, 64, 1]
+    noise = model.action_noise
+    assert isinstance(noise, OrnsteinUhlenbeckActionNoise) and noise._dt == 1.0 and noise._theta == args["ou_theta"]
+    noise.reset()
+    np.random.seed(0)
+    first = noise()
+    np.random.seed(1)
+    expected = first - args["ou_theta"] * first + 0.1 * np.random.normal(size=1)
+    np.random.seed(1)
+    assert np.allclose(noise(), expected)  # x <- x - θx + σε
+
+
 def test_report_tables_and_plot_match_the_runs(smoke, tmp_path):
     result = bench("report.py", "--suite", "smoke", "--runs-dir", smoke["runs_dir"], "--out", str(tmp_path))
     assert result.returncode == 0, result.stderr
