@@ -22,6 +22,7 @@ recorded there), `scores.csv`, `normalised.md`, `normalised.png` and `improvemen
 
     python benchmark/report.py --suite classic
     python benchmark/report.py --suite table1 --normalise
+    python benchmark/report.py --suite offpolicy --thresholds Pendulum-v1=-200   # an env without a threshold
     python benchmark/report.py --speed benchmark/results/speed_suite   # speed.md from speed.py's results
 """
 
@@ -34,7 +35,7 @@ import re
 import sys
 import tomllib
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional
 
 import numpy as np
@@ -45,7 +46,7 @@ from rliable import metrics
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COLUMNS = ("script", "env_id", "seed", "global_step", "final_return", "eval_return", "eval_return_std",
            "reward_threshold", "steps_to_threshold", "seconds_to_threshold", "sps", "wall_seconds")
-SCRIPT_ORDER = ("reinforce", "reinforce_baseline", "a2c", "trpo", "ppo", "ppo_continuous")  # the ladder
+SCRIPT_ORDER = ("reinforce", "reinforce_baseline", "a2c", "a3c", "trpo", "ppo", "ppo_continuous", "ddpg")  # the ladder
 CURVE_POINTS = 100  # points on each learning curve
 RUNNING_MEAN = 20  # episodes, as in the summaries' final_return
 BOOTSTRAP_SAMPLES = 2000
@@ -69,6 +70,10 @@ class Args:
     and the best setting, and aggregate with rliable (normalised.md, normalised.png, improvement.png)"""
     random_scores: str = os.path.join(ROOT, "benchmark", "results", "random_scores", "random_scores.json")
     """a random policy's scores per env, from benchmark/random_scores.py (with --normalise)"""
+    thresholds: list[str] = field(default_factory=list)
+    """ENV=VALUE (e.g. Pendulum-v1=-200): a threshold for an env whose spec has none, or in place of its
+    spec's; the steps to it are read from each run's episodes (the first episode end at which the mean of
+    the last 20 reaches it), the seconds are then not known"""
 
 
 class UsageError(Exception):
@@ -90,6 +95,42 @@ def load_runs(runs_dir: str, suite: str) -> list[dict]:
                      "run_dir": os.path.dirname(path), "args": summary.get("args")})
     runs.sort(key=lambda r: (script_rank(r["script"]), r["env_id"], r["seed"]))
     return runs
+
+
+def parse_thresholds(pairs: list[str]) -> dict:
+    """["Pendulum-v1=-200"] -> {"Pendulum-v1": -200.0}."""
+    thresholds = {}
+    for pair in pairs:
+        env_id, _, value = pair.rpartition("=")
+        try:
+            thresholds[env_id] = float(value)
+        except ValueError:
+            env_id = ""
+        if not env_id:
+            raise UsageError(f"--thresholds takes ENV=VALUE pairs (Pendulum-v1=-200), got {pair!r}")
+    return thresholds
+
+
+def steps_to(steps: np.ndarray, returns: np.ndarray, threshold: float) -> Optional[int]:
+    """The env step of the first episode end at which the mean of the last RUNNING_MEAN episodes
+    (RUNNING_MEAN of them finished) reaches the threshold, as the scripts check their own; None if never."""
+    order = np.argsort(steps, kind="stable")
+    steps, returns = steps[order], returns[order]
+    if len(returns) < RUNNING_MEAN:
+        return None
+    means = np.convolve(returns, np.ones(RUNNING_MEAN) / RUNNING_MEAN, mode="valid")  # episodes i-19 .. i
+    hits = np.flatnonzero(means >= threshold)
+    return int(steps[hits[0] + RUNNING_MEAN - 1]) if len(hits) else None
+
+
+def apply_thresholds(runs: list[dict], thresholds: dict) -> None:
+    """Each run of an env given a threshold gets it, and its steps to it from its episodes."""
+    for r in runs:
+        if r["env_id"] in thresholds:
+            r["reward_threshold"] = thresholds[r["env_id"]]
+            r["steps_to_threshold"] = steps_to(*episode_returns(r["run_dir"]), r["reward_threshold"])
+            r["seconds_to_threshold"] = None
+            r["threshold_from_episodes"] = True
 
 
 def script_rank(label: str) -> tuple:
@@ -192,7 +233,8 @@ def env_table(env_id: str, runs: list[dict], peers: list[dict]) -> list[str]:
     budget = max(r["global_step"] for r in runs)
     threshold = runs[0]["reward_threshold"]
     lines = [f"### {env_id}", "",
-             f"{budget:,} env steps; solve threshold {'none in the spec' if threshold is None else number(threshold)}.",
+             f"{budget:,} env steps; solve threshold {'none in the spec' if threshold is None else number(threshold)}"
+             f"{' (given by --thresholds; the steps to it read from the episodes)' if runs[0].get('threshold_from_episodes') else ''}.",
              "", "| script | seeds | final training return | evaluation return | steps to threshold | "
              "seconds to threshold | steps/s | IQM evaluation [95% CI] |", "|---|---|---|---|---|---|---|---|"]
     for script in sorted({r["script"] for r in runs}, key=script_rank):
@@ -203,7 +245,7 @@ def env_table(env_id: str, runs: list[dict], peers: list[dict]) -> list[str]:
             iqm = "{} [{}, {}]".format(*map(number, interval(evals[:, None], metrics.aggregate_iqm)))
         lines.append(f"| {shown(script)} | {len(rows)} | {mean_std([r['final_return'] for r in rows])} | "
                      f"{mean_std(list(evals))} | {reached([r['steps_to_threshold'] for r in rows], threshold)} | "
-                     f"{reached([r['seconds_to_threshold'] for r in rows], threshold, ' s')} | "
+                     f"{'not known' if rows[0].get('threshold_from_episodes') else reached([r['seconds_to_threshold'] for r in rows], threshold, ' s')} | "
                      f"{mean_std([r['sps'] for r in rows])} | {iqm} |")
     mine = [p for p in peers if env_family(p["env"]) == env_family(env_id)]
     if mine:
@@ -559,6 +601,7 @@ def main(args: Args) -> int:
         print(f"wrote {write_speed_table(args.speed)}")
         return 0
     runs = load_runs(args.runs_dir, args.suite)
+    apply_thresholds(runs, parse_thresholds(args.thresholds))
     out = os.path.join(args.out, args.suite)
     if args.normalise and (runs or os.path.isdir(os.path.join(out, "records"))):
         runs = keep_records(runs, os.path.join(out, "records"))  # this session's runs and earlier ones

@@ -283,6 +283,24 @@ def test_report_tables_and_plot_match_the_runs(smoke, tmp_path):
     assert image.shape[0] > 100 and image.shape[1] > 100 and image.std() > 0  # a picture, not a blank
 
 
+def test_steps_to_a_given_threshold_are_read_from_the_episodes():
+    """--thresholds: the first episode end at which the mean of the last 20 reaches it, as the scripts
+    check their own threshold; never with fewer than 20 episodes; a bad pair is refused."""
+    steps = np.arange(1, 61) * 200.0  # 60 episodes of 200 steps
+    returns = np.full(60, -1000.0)
+    returns[25:] = -100.0  # from episode 26 on; the last 20 at episode k hold 45 - k of the first kind
+    assert report.steps_to(steps, returns, -200.0) == 43 * 200  # k = 43: (2·-1000 + 18·-100) / 20 = -190
+    assert report.steps_to(steps, returns, -99.0) is None  # never
+    assert report.steps_to(steps[:19], np.zeros(19), -200.0) is None  # fewer than 20 episodes
+    shuffled = np.random.default_rng(0).permutation(60)
+    assert report.steps_to(steps[shuffled], returns[shuffled], -200.0) == 43 * 200  # ordered by step first
+    assert report.parse_thresholds(["Pendulum-v1=-200", "my_pkg.envs:Env-v0=3.5"]) == {
+        "Pendulum-v1": -200.0, "my_pkg.envs:Env-v0": 3.5}
+    for bad in ("Pendulum-v1", "=-200", "Pendulum-v1=low"):
+        with pytest.raises(report.UsageError, match="ENV=VALUE"):
+            report.parse_thresholds([bad])
+
+
 def test_learning_curve_is_the_running_mean_of_the_last_20_episodes():
     steps = np.array([10.0, 20.0, 30.0])
     curve = report.learning_curve(steps, np.array([1.0, 2.0, 3.0]), np.array([5.0, 10.0, 25.0, 100.0]))
