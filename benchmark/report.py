@@ -289,7 +289,7 @@ def versus_sb3(runs: list[dict]) -> list[str]:
     if not lines:
         return []
     return ["## Ours against Stable-Baselines3 at the same settings", "",
-            "benchmark/run.py --versus-sb3 (benchmark/sb3_train.py: SB3's PPO or A2C, sb3-contrib's TRPO). Medians over "
+            "benchmark/run.py --versus-sb3 (benchmark/sb3_train.py: SB3's PPO, A2C, DDPG or TD3, sb3-contrib's TRPO). Medians over "
             "seeds; P(ours > SB3): the chance that a run of ours ends with the higher final training return, with its "
             "95% bootstrap interval (rliable); p: the two-sided Mann-Whitney U test on the final training returns "
             "(with 3 seeds a side it cannot go below 0.10, with 5 below 0.008; runs without a finished episode are "
