@@ -263,12 +263,13 @@ def versus_sb3(runs: list[dict]) -> list[str]:
     run of ours outscores one of SB3's, with its 95% bootstrap interval."""
     from scipy.stats import mannwhitneyu
     lines = []
-    pairs = []  # (ours, SB3's label, env): the script itself, then its variants (ablations) run on that env
+    pairs = []  # (ours, SB3's label, env): the table itself, then its ablations (variants without SB3 runs)
     for label, env_id in sorted({(r["script"], r["env_id"]) for r in runs if r["script"].endswith("@sb3")},
-                                key=lambda pair: (script_rank(pair[0]), pair[1])):
+                                key=lambda pair: (script_rank(pair[0][:-len("@sb3")]), pair[1])):
         script = label[:-len("@sb3")]
-        variants = sorted({r["script"] for r in runs if r["env_id"] == env_id and r["script"].startswith(script + "@")
-                           and not r["script"].endswith("@sb3")})
+        labels = {r["script"] for r in runs if r["env_id"] == env_id}
+        variants = sorted(v for v in labels if v.startswith(script + "@") and not v.endswith("@sb3")
+                          and f"{v}@sb3" not in labels)  # a setting with SB3 runs of its own has its own row
         pairs += [(mine, label, env_id) for mine in [script, *variants]]
     for mine, label, env_id in pairs:
         ours = [r for r in runs if r["script"] == mine and r["env_id"] == env_id and r["final_return"] is not None]

@@ -580,6 +580,10 @@ def test_versus_table_tests_ours_against_sb3():
     rows = [line for line in report.versus_sb3(runs + ablated) if line.startswith("| trpo.py")]
     assert rows[0] == row  # the script first, then its ablation against the same SB3 runs
     assert rows[1].startswith("| trpo.py: return-reset | CartPole-v1 | 3 / 3 | 15.0 | 11.0 |")
+    setting = [{**fake_run(label, seed, value), "final_return": value} for label, value in
+               (("trpo@big", 60.0), ("trpo@big@sb3", 70.0)) for seed in (1, 2, 3)]
+    rows = [line for line in report.versus_sb3(runs + setting) if line.startswith("| trpo.py")]
+    assert len(rows) == 2 and rows[1].startswith("| trpo.py: big | CartPole-v1 | 3 / 3 | 60.0 | 70.0 |")  # its own SB3
 
 
 class Endless(__import__("gymnasium").Env):
