@@ -68,6 +68,10 @@ class Args:
     normalise: bool = False
     """also score each run as the PPO paper's Table 1 does, normalised per task against a random policy
     and the best setting, and aggregate with rliable (normalised.md, normalised.png, improvement.png)"""
+    records: bool = False
+    """keep a record of each run (its numbers and learning curve) in <out>/<suite>/records/ and report every
+    record there, earlier sessions' included: committed, they are the suite's raw results (--normalise keeps
+    them always)"""
     random_scores: str = os.path.join(ROOT, "benchmark", "results", "random_scores", "random_scores.json")
     """a random policy's scores per env, from benchmark/random_scores.py (with --normalise)"""
     thresholds: list[str] = field(default_factory=list)
@@ -345,7 +349,8 @@ def plot_curves(runs: list[dict], suite: str, path: str) -> None:
         for script in scripts:
             curves = np.array([np.interp(grid, r["curve_steps"], r["curve"]) if "curve" in r  # a record
                                else learning_curve(*episode_returns(r["run_dir"]), grid)
-                               for r in env_runs if r["script"] == script])
+                               for r in env_runs if r["script"] == script
+                               and ("run_dir" in r or r.get("curve") is not None)])  # a record may have lost it
             if len(curves) == 0:
                 continue
             with warnings.catch_warnings():
@@ -358,10 +363,13 @@ def plot_curves(runs: list[dict], suite: str, path: str) -> None:
         axis.set_xlabel("env steps")
         axis.set_ylabel("return (last 20 episodes)")
         axis.grid(alpha=0.3)
-        axis.legend(fontsize=7)
+        if axis.get_legend_handles_labels()[0]:  # none where no run of the env kept its curve
+            axis.legend(fontsize=7)
     for axis in list(axes.flat)[len(env_ids):]:
         axis.set_visible(False)
-    figure.suptitle(f"{suite}: mean over seeds (their number in brackets) ± one std", fontsize=10)
+    lost = sum(1 for r in runs if "run_dir" not in r and r.get("curve") is None)
+    figure.suptitle(f"{suite}: mean over seeds (their number in brackets) ± one std"
+                    + (f"; {lost} runs whose curve was not kept are left out" if lost else ""), fontsize=10)
     figure.tight_layout()
     figure.savefig(path, dpi=90)
     plt.close(figure)
@@ -604,7 +612,7 @@ def main(args: Args) -> int:
     runs = load_runs(args.runs_dir, args.suite)
     apply_thresholds(runs, parse_thresholds(args.thresholds))
     out = os.path.join(args.out, args.suite)
-    if args.normalise and (runs or os.path.isdir(os.path.join(out, "records"))):
+    if (args.records or args.normalise) and (runs or os.path.isdir(os.path.join(out, "records"))):
         runs = keep_records(runs, os.path.join(out, "records"))  # this session's runs and earlier ones
     if not runs:
         raise UsageError(f"no finished runs under {os.path.join(args.runs_dir, args.suite)}; "
@@ -618,7 +626,9 @@ def main(args: Args) -> int:
     plot_curves(runs, args.suite, os.path.join(out, "curves.png"))
     written = ["runs.csv", "results.md", "curves.png"]
     if args.normalise:
-        written = ["records/"] + written + write_normalised(runs, random, args.suite, out)
+        written += write_normalised(runs, random, args.suite, out)
+    if args.records or args.normalise:
+        written = ["records/"] + written
     print(f"{len(runs)} runs: wrote {', '.join(written)} to {out}")
     return 0
 

@@ -283,6 +283,42 @@ def test_report_tables_and_plot_match_the_runs(smoke, tmp_path):
     assert image.shape[0] > 100 and image.shape[1] > 100 and image.std() > 0  # a picture, not a blank
 
 
+def test_report_records_outlive_the_runs_and_may_lack_a_curve(smoke, tmp_path):
+    """--records keeps each run's numbers and curve under <out>/<suite>/records/ and reports every record
+    there: a later report without the runs gives the same tables, and a record whose curve was not kept
+    (a run folder lost before records were kept) is in the tables but not in the figure."""
+    flags = ("report.py", "--suite", "smoke", "--out", str(tmp_path), "--records")
+    assert bench(*flags, "--runs-dir", smoke["runs_dir"]).returncode == 0
+    out = tmp_path / "smoke"
+    records = sorted(glob.glob(str(out / "records" / "*" / "CartPole-v1" / "seed_*.json")))
+    assert len(records) == 2
+    with open(records[0]) as f:
+        record = json.load(f)
+    assert len(record["curve"]) == report.CURVE_POINTS
+    csv_before = (out / "runs.csv").read_text()
+    lost = {**record, "seed": 7, "final_return": 123.0, "curve": None, "curve_steps": None}
+    with open(os.path.join(os.path.dirname(records[0]), "seed_7.json"), "w") as f:
+        json.dump(lost, f)
+    again = bench(*flags, "--runs-dir", str(tmp_path / "no_runs"))
+    assert again.returncode == 0, again.stderr
+    with open(out / "runs.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 3 and {(r["script"], r["seed"], r["final_return"]) for r in rows if r["seed"] == "7"} == {
+        (record["script"], "7", "123.0")}
+    assert [line for line in (out / "runs.csv").read_text().splitlines() if ",7," not in line] == csv_before.splitlines()
+    runs = report.keep_records([], str(out / "records"))
+    import matplotlib.pyplot as plt
+    drawn = []
+    real_plot = plt.Axes.plot
+    plt.Axes.plot = lambda axis, x, y, **kw: drawn.append(kw["label"]) or real_plot(axis, x, y, **kw)
+    try:
+        report.plot_curves(runs, "smoke", str(tmp_path / "curves.png"))
+    finally:
+        plt.Axes.plot = real_plot
+    counts = {label.rsplit(" (", 1)[0]: label.rsplit(" (", 1)[1] for label in drawn}
+    assert counts == {"ppo.py": "1)", "a2c.py": "1)"}  # the record without a curve is not drawn
+
+
 def test_steps_to_a_given_threshold_are_read_from_the_episodes():
     """--thresholds: the first episode end at which the mean of the last 20 reaches it, as the scripts
     check their own threshold; never with fewer than 20 episodes; a bad pair is refused."""
