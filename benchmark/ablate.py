@@ -54,6 +54,29 @@ ABLATIONS = {
                 / (2 * (2 * log_std_old).exp()) - 0.5).sum(-1)
 """,
     ),
+    "final-obs-stats": (
+        "trpo.py",
+        "the observation statistics as Stable-Baselines3's VecNormalize keeps them: the final observation "
+        "of an episode is normalised but not counted (the next episode's first one is); the script, like "
+        "gymnasium's NormalizeObservation, counts both",
+        """    def observation(self, observation):
+        if self.update_running_mean:
+            update_with_one(self.obs_rms, observation)
+""",
+        """    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        counting = self.update_running_mean
+        self.update_running_mean = counting and not (terminated or truncated)
+        try:
+            return self.observation(obs), reward, terminated, truncated, info
+        finally:
+            self.update_running_mean = counting
+
+    def observation(self, observation):
+        if self.update_running_mean:
+            update_with_one(self.obs_rms, observation)
+""",
+    ),
 }
 
 

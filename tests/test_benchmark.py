@@ -648,7 +648,9 @@ def test_every_ablation_still_fits_its_script():
     import ablate
     for name, (script, _, old, new) in ablate.ABLATIONS.items():
         changed = ablate.ablated_source(name, os.path.join(ROOT, script))
-        assert new in changed and old not in changed, name
+        with open(os.path.join(ROOT, script)) as f:
+            source = f.read()
+        assert changed != source and new in changed and changed.count(old) == new.count(old), name  # none left over
     with pytest.raises(ablate.UsageError, match="changes trpo.py"):
         ablate.ablated_source("return-reset", os.path.join(ROOT, "ppo.py"))
     result = bench("ablate.py", "no-such-ablation", "trpo.py")
@@ -694,6 +696,44 @@ def test_return_reset_ablation_cuts_the_running_return_at_a_truncation():
         assert truncated and env.return_rms.count == pytest.approx(3 + 1e-4)
         assert np.allclose(env.return_rms.mean, (1 + 1.5 + 1.75) / (3 + 1e-4))  # both counted G up to the end
         assert env.discounted_reward[0] == (1.75 if carried else 0.0)
+
+
+class Counting(__import__("gymnasium").Env):
+    """Observation t at step t: 0 after a reset, then 1, 2, ...; a TimeLimit ends its episodes."""
+    observation_space = __import__("gymnasium").spaces.Box(-100.0, 100.0, (1,), np.float64)
+    action_space = __import__("gymnasium").spaces.Box(-1.0, 1.0, (1,), np.float32)
+
+    def reset(self, *, seed=None, options=None):
+        self.t = 0
+        return np.zeros(1), {}
+
+    def step(self, action):
+        self.t += 1
+        return np.full(1, float(self.t)), 0.0, False, False, {}
+
+
+def test_final_obs_stats_ablation_counts_the_next_first_observation_not_the_final_one():
+    """trpo.py, like gymnasium's NormalizeObservation, counts every observation it returns, the final one
+    of an episode included; the final-obs-stats ablation normalises that one without counting it, as
+    SB3's VecNormalize does (which counts the reset observation the vector env returns in its place)."""
+    import gymnasium as gym
+    import trpo
+    for module, final_counted in ((trpo, True), (ablated_module("final-obs-stats", "trpo.py"), False)):
+        env = module.NormalizeObservation(gym.wrappers.TimeLimit(Counting(), max_episode_steps=3))
+        seen = [0.0]
+        env.reset(seed=0)
+        for _ in range(2):
+            obs, *_, truncated, _ = env.step(np.zeros(1, np.float32))
+            seen.append(float(env.obs_rms.mean[0]))
+        assert not truncated and env.obs_rms.count == pytest.approx(3 + 1e-4)  # 0, 1, 2: both count these
+        final, *_, truncated, _ = env.step(np.zeros(1, np.float32))
+        assert truncated and env.obs_rms.count == pytest.approx((4 if final_counted else 3) + 1e-4)
+        counted = [0.0, 1.0, 2.0, 3.0] if final_counted else [0.0, 1.0, 2.0]
+        mean, var = np.mean(counted), np.var(counted)  # the statistics the final observation is normalised by
+        assert final[0] == pytest.approx((3.0 - mean) / np.sqrt(var + 1e-8), rel=1e-3)
+        assert env.update_running_mean  # the ablation restores the flag after the final step
+        env.reset()
+        assert env.obs_rms.count == pytest.approx((5 if final_counted else 4) + 1e-4)  # the next first one counts
 
 
 def test_kl_ablation_measures_the_other_direction():
