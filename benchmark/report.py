@@ -251,7 +251,8 @@ def env_table(env_id: str, runs: list[dict], peers: list[dict]) -> list[str]:
                      f"{mean_std(list(evals))} | {reached([r['steps_to_threshold'] for r in rows], threshold)} | "
                      f"{'not known' if rows[0].get('threshold_from_episodes') else reached([r['seconds_to_threshold'] for r in rows], threshold, ' s')} | "
                      f"{mean_std([r['sps'] for r in rows])} | {iqm} |")
-    mine = [p for p in peers if env_family(p["env"]) == env_family(env_id)]
+    scripts = {r["script"].split("@")[0] for r in runs}  # ddpg@td3 is ddpg.py's
+    mine = [p for p in peers if env_family(p["env"]) == env_family(env_id) and p["algorithm"] in scripts]
     if mine:
         lines += ["", "Published by peers:", "", "| peer | env | return | what | steps | seeds | source |",
                   "|---|---|---|---|---|---|---|"]

@@ -172,6 +172,12 @@ def test_env_table_statistics_over_seeds():
     assert "| 4,000 (1/2) | 40.0 s (1/2) |" in "\n".join(report.env_table("CartPole-v1", one_hit, peers=[]))
     no_threshold = [{**run, "reward_threshold": None} for run in one_hit]
     assert "| no threshold | no threshold |" in "\n".join(report.env_table("CartPole-v1", no_threshold, peers=[]))
+    peer = {"env": "CartPole-v0", "result": "1", "what": "w", "budget": 1, "seeds": 1, "source": "s"}
+    peers = [{**peer, "who": "A trpo", "algorithm": "trpo"}, {**peer, "who": "A ddpg", "algorithm": "ddpg"}]
+    table = "\n".join(report.env_table("CartPole-v1", one_hit + [fake_run("ddpg@td3", 1, 5.0)], peers))
+    assert "| A trpo | CartPole-v0 |" in table and "| A ddpg |" in table  # a variant's peers are its script's
+    table = "\n".join(report.env_table("CartPole-v1", one_hit, peers))
+    assert "| A trpo |" in table and "A ddpg" not in table  # only the peers of the scripts in the table
 
 
 def test_speed_table_ratios_say_how_many_times_better_ours_is(tmp_path):
