@@ -12,8 +12,9 @@ benchmark/speed.py compares, timed the way our scripts time themselves (training
 
 For benchmark/run.py --versus-sb3, it is a job of its own: `--as <script>` followed by that script's
 flags trains SB3 with the settings the script would run with (its defaults where no flag is given) and
-leaves what our runs leave, in a folder under --runs-dir: each training episode's return in tensorboard
-(charts/episodic_return, at the env step it ended), an evaluation of --eval-episodes episodes with the
+leaves what our runs leave, in a folder under --runs-dir: a progress line every 5 seconds, each training
+episode's return in tensorboard (charts/episodic_return, at the env step it ended; SB3's own metrics,
+train/std, train/kl_divergence_loss and the rest, go to tensorboard in sb3_logs/ below it), an evaluation of --eval-episodes episodes with the
 mean action (observations normalised by the frozen statistics, seeds from seed + 10,000, as ours), and
 summary.json. Ctrl-C or SIGTERM stops it at the next env step and saves the model, VecNormalize's
 statistics and its own counters; `--resume <folder>/sb3_model.zip` goes on from there. The rollout under
@@ -170,12 +171,16 @@ class Episodes(BaseCallback):
     """Episode returns as the Monitor wrapper records them (raw): the last 20, each one to tensorboard if
     given a writer, and the first step (and second of training) at which the mean of the last 20
     reached the threshold, checked as ours is, when an episode ends. Stops learning at the next env step
-    once `stop` is set (by a signal)."""
+    once `stop` is set (by a signal). Given the budget (`total`), prints a progress line every 5 seconds,
+    as our scripts do."""
 
-    def __init__(self, threshold: Optional[float], writer=None, state: Optional[dict] = None):
+    def __init__(self, threshold: Optional[float], writer=None, state: Optional[dict] = None,
+                 total: Optional[int] = None):
         super().__init__()
         state = state or {}
-        self.threshold, self.writer, self.stop = threshold, writer, False
+        self.threshold, self.writer, self.stop, self.total = threshold, writer, False, total
+        self.first_step: Optional[int] = None  # this session's, for its steps/s
+        self.last_print = time.perf_counter()
         self.returns = collections.deque(state.get("returns", []), maxlen=20)
         self.steps: Optional[int] = state.get("steps_to_threshold")
         self.seconds: Optional[float] = state.get("seconds_to_threshold")
@@ -194,6 +199,17 @@ class Episodes(BaseCallback):
         if (ended and self.steps is None and self.threshold is not None and len(self.returns) == self.returns.maxlen
                 and np.mean(self.returns) >= self.threshold):
             self.steps, self.seconds = self.num_timesteps, self.training_seconds()
+        now = time.perf_counter()
+        if self.first_step is None:
+            self.first_step = self.num_timesteps
+        if self.total and (now - self.last_print >= 5.0 or self.num_timesteps >= self.total):
+            self.last_print = now
+            sps = (self.num_timesteps - self.first_step) / max(now - self.start, 1e-9)
+            recent = f"{np.mean(self.returns):8.1f}" if self.returns else "     n/a"
+            eta = int(max(self.total - self.num_timesteps, 0) / max(sps, 1e-9))
+            eta_text = f"{eta // 3600}h{eta % 3600 // 60:02d}m" if eta >= 3600 else f"{eta // 60}m{eta % 60:02d}s"
+            print(f"step {self.num_timesteps:>9,} ({100 * min(self.num_timesteps / self.total, 1):3.0f}%) | return "
+                  f"{recent} (last {len(self.returns)}) | {sps:7,.0f} steps/s | ETA {eta_text}", flush=True)
         return not self.stop
 
     def state(self) -> dict:
@@ -278,13 +294,15 @@ def train_job(script: str, run_args: dict, resume: Optional[str] = None) -> int:
         os.makedirs(folder)
         state, env = {}, make_env(env_id, run_args)
         model = make_model(script, run_args, env)
-    callback = Episodes(gym_threshold(env_id), state=state)
+    callback = Episodes(gym_threshold(env_id), state=state, total=run_args["total_timesteps"])
 
     def stop(signum, frame):
         callback.stop = True
     signal.signal(signal.SIGINT, stop)  # before the events file appears, which tells a watcher it has begun
     signal.signal(signal.SIGTERM, stop)
     writer = callback.writer = SummaryWriter(folder)
+    from stable_baselines3.common.logger import configure
+    model.set_logger(configure(os.path.join(folder, "sb3_logs"), ["tensorboard"]))  # its own train/... metrics
     print(f"SB3 counterpart of {script}.py on {env_id}, seed {seed}: logging to {folder}", flush=True)
     steps_before, session_start = model.num_timesteps, time.perf_counter()
     model.learn(total_timesteps=run_args["total_timesteps"] - model.num_timesteps, callback=callback,

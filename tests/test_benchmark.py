@@ -561,6 +561,12 @@ def test_versus_sb3_runs_sb3_beside_each_job_at_the_same_settings(tmp_path):
     steps, returns = report.episode_returns(sb3["run_dir"])
     assert len(returns) > 20 and steps.max() <= 2048
     assert sb3["final_return"] == pytest.approx(np.mean(returns[np.argsort(steps, kind="stable")][-20:]))
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    own = EventAccumulator(os.path.join(sb3["run_dir"], "sb3_logs")).Reload()  # SB3's metrics, beside ours
+    assert "train/kl_divergence_loss" in own.Tags()["scalars"] and "train/is_line_search_success" in own.Tags()["scalars"]
+    with open(os.path.join(runs_dir, "vs", "trpo@sb3", "CartPole-v1", "seed_1", "log.txt")) as f:
+        progress = [line for line in f if line.startswith("step ")]
+    assert progress and "2,048 (100%) | return " in progress[-1] and "steps/s | ETA 0m00s" in progress[-1]
     made = bench("report.py", "--suite", "vs", "--runs-dir", runs_dir, "--out", str(tmp_path / "out"))
     table = (tmp_path / "out" / "vs" / "results.md").read_text()
     assert made.returncode == 0 and "| trpo.py | CartPole-v1 | 2 / 2 | " in table and "| SB3 as trpo.py | " in table
