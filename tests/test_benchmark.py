@@ -768,6 +768,15 @@ def test_kl_ablation_measures_the_other_direction():
     got = ablated.Agent.kl_from(agent, old, obs)
     assert torch.allclose(got, expected, atol=1e-6)
     assert not torch.allclose(got, trpo.Agent.kl_from(agent, old, obs), atol=1e-4)  # the script's differs
+    # At θold both directions have the Fisher matrix as Hessian: the same products F v, so the same
+    # natural-gradient step; they part only where the line search tests KL̄ ≤ δ, after the step.
+    twin = ablated.Agent(3, gym.spaces.Box(-1.0, 1.0, (2,), np.float32))
+    twin.load_state_dict(agent.state_dict())
+    old = tuple(t.detach().clone() for t in agent.distribution(obs))  # θold: where the agent is now
+    v = torch.randn(sum(p.numel() for p in agent.policy_parameters()))
+    product = trpo.fisher_vector_product(agent, obs, old, damping=0.1)(v)
+    ablated_product = ablated.fisher_vector_product(twin, obs, old, damping=0.1)(v)
+    assert torch.allclose(product, ablated_product, rtol=1e-4, atol=1e-6) and (product - 0.1 * v).abs().max() > 1e-3
 
 
 def test_speed_records_each_seed_run_alone(tmp_path):
