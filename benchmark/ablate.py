@@ -77,6 +77,15 @@ ABLATIONS = {
             update_with_one(self.obs_rms, observation)
 """,
     ),
+    "critic-mse": (
+        "trpo.py",
+        "the critic's loss as sb3-contrib's TRPO writes it, the mean squared error without the ½: twice the "
+        "gradient, which Adam undoes except through its ε (1e-5), where gradients are that small",
+        """    return 0.5 * ((values - returns) ** 2).mean()
+""",
+        """    return ((values - returns) ** 2).mean()
+""",
+    ),
 }
 
 

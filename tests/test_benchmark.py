@@ -710,6 +710,17 @@ def test_return_reset_ablation_cuts_the_running_return_at_a_truncation():
         assert env.discounted_reward[0] == (1.75 if carried else 0.0)
 
 
+def test_critic_mse_ablation_doubles_the_critics_loss():
+    """critic-mse: sb3-contrib's F.mse_loss, the script's ½ Ê[(V - R̂)²] without the ½."""
+    import trpo
+    ablated = ablated_module("critic-mse", "trpo.py")
+    values, returns = torch.tensor([1.0, 2.0, 4.0]), torch.tensor([0.0, 2.0, 1.0])
+    assert trpo.value_loss(values, returns).item() == pytest.approx(5 / 3)  # ½ (1 + 0 + 9) / 3
+    assert ablated.value_loss(values, returns).item() == pytest.approx(10 / 3)
+    assert ablated.value_loss(values, returns).item() == pytest.approx(
+        torch.nn.functional.mse_loss(values, returns).item())
+
+
 class Counting(__import__("gymnasium").Env):
     """Observation t at step t: 0 after a reset, then 1, 2, ...; a TimeLimit ends its episodes."""
     observation_space = __import__("gymnasium").spaces.Box(-100.0, 100.0, (1,), np.float64)
