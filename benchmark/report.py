@@ -370,7 +370,7 @@ def plot_curves(runs: list[dict], suite: str, path: str) -> None:
         axis.set_visible(False)
     lost = sum(1 for r in runs if "run_dir" not in r and r.get("curve") is None)
     figure.suptitle(f"{suite}: mean over seeds (their number in brackets) ± one std"
-                    + (f"; {lost} runs whose curve was not kept are left out" if lost else ""), fontsize=10)
+                    + (f"\n{lost} runs whose curve was not kept are left out" if lost else ""), fontsize=10)
     figure.tight_layout()
     figure.savefig(path, dpi=90)
     plt.close(figure)
