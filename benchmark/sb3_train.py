@@ -14,8 +14,8 @@ For benchmark/run.py --versus-sb3, it is a job of its own: `--as <script>` follo
 flags trains SB3 with the settings the script would run with (its defaults where no flag is given) and
 leaves what our runs leave, in a folder under --runs-dir: a progress line every 5 seconds, each training
 episode's return in tensorboard (charts/episodic_return, at the env step it ended; SB3's own metrics,
-train/std, train/kl_divergence_loss and the rest, go to tensorboard in sb3_logs/ below it), an evaluation of --eval-episodes episodes with the
-mean action (observations normalised by the frozen statistics, seeds from seed + 10,000, as ours), and
+train/std, train/kl_divergence_loss and the rest, go to tensorboard in sb3_logs/ below it), an
+evaluation of --eval-episodes episodes with the mean action (observations normalised by the frozen statistics, seeds from seed + 10,000, as ours), and
 summary.json. Ctrl-C or SIGTERM stops it at the next env step and saves the model, VecNormalize's
 statistics and its own counters; `--resume <folder>/sb3_model.zip` goes on from there. The rollout under
 way when it stopped is lost (its steps count, no update used them): one rollout per interruption.
