@@ -743,11 +743,9 @@ def test_final_obs_stats_ablation_counts_the_next_first_observation_not_the_fina
     import trpo
     for module, final_counted in ((trpo, True), (ablated_module("final-obs-stats", "trpo.py"), False)):
         env = module.NormalizeObservation(gym.wrappers.TimeLimit(Counting(), max_episode_steps=3))
-        seen = [0.0]
         env.reset(seed=0)
         for _ in range(2):
-            obs, *_, truncated, _ = env.step(np.zeros(1, np.float32))
-            seen.append(float(env.obs_rms.mean[0]))
+            *_, truncated, _ = env.step(np.zeros(1, np.float32))
         assert not truncated and env.obs_rms.count == pytest.approx(3 + 1e-4)  # 0, 1, 2: both count these
         final, *_, truncated, _ = env.step(np.zeros(1, np.float32))
         assert truncated and env.obs_rms.count == pytest.approx((4 if final_counted else 3) + 1e-4)
