@@ -876,3 +876,35 @@ def test_random_scores_plays_random_episodes_and_repeats_them_for_a_seed(tmp_pat
 def test_random_scores_bad_flags_are_one_line_and_exit_2(flags, message, tmp_path):
     result = bench("random_scores.py", *flags, "--out", str(tmp_path))
     assert result.returncode == 2 and message in result.stderr and result.stderr.count("\n") == 1, result.stderr
+
+
+def test_adam_eps_reads_the_gradient_rms_and_a_doubled_loss_is_half_the_eps():
+    """benchmark/adam_eps.py (issue 23, B5): √v̂ read from an Adam state is the RMS of the gradients seen
+    (constant gradients: exactly |g|), and Adam on 2·L moves the parameters as Adam on L with ε / 2."""
+    import adam_eps
+
+    def adam_run(scale, eps, steps=5):
+        torch.manual_seed(0)
+        w = torch.nn.Parameter(torch.tensor([1.0, -2.0, 3.0]) * 1e-3)
+        opt = torch.optim.Adam([w], lr=1e-2, eps=eps)
+        for _ in range(steps):
+            opt.zero_grad()
+            (scale * 0.5 * (w ** 2).sum()).backward()
+            opt.step()
+        return w.detach().clone(), opt.state_dict()
+
+    w_x2, state_x2 = adam_run(2.0, 1e-5)
+    w_half_eps, state_half_eps = adam_run(1.0, 0.5e-5)
+    w_plain, _ = adam_run(1.0, 1e-5)
+    assert torch.allclose(w_x2, w_half_eps, rtol=1e-5, atol=0)
+    assert not torch.allclose(w_x2, w_plain, rtol=1e-3, atol=0)  # the gradients (1e-3) are near ε here
+    rms, eps = adam_eps.gradient_rms(state_x2)
+    rms_half_eps, _ = adam_eps.gradient_rms(state_half_eps)
+    assert eps == 1e-5 and torch.allclose(rms, 2 * rms_half_eps)  # same path, gradients twice as large
+    constant = torch.nn.Parameter(torch.zeros(2))
+    opt = torch.optim.Adam([constant])
+    for _ in range(3):
+        constant.grad = torch.tensor([3e-5, -4e-4])
+        opt.step()
+        constant.data.zero_()
+    assert torch.allclose(adam_eps.gradient_rms(opt.state_dict())[0], torch.tensor([3e-5, 4e-4], dtype=torch.double))
