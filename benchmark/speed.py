@@ -82,7 +82,7 @@ def run_ours(args: Args, seed: int, runs_dir: str, nproc: int = 1) -> tuple[dict
     (path,) = glob.glob(os.path.join(runs_dir, "*", "summary.json"))
     with open(path) as f:
         summary = json.load(f)
-    keep = ("steps_to_threshold", "seconds_to_threshold", "sps", "wall_seconds", "global_step", "final_return",
+    keep = ("reward_threshold", "steps_to_threshold", "seconds_to_threshold", "sps", "wall_seconds", "global_step", "final_return",
             "eval_return", *ALGORITHM_KEYS)
     return {"seed": seed, "nproc": nproc, **{key: summary[key] for key in keep if key in summary},
             "peak_rss_mib": peak_mib}, path
@@ -102,10 +102,11 @@ def median(runs: list, key: str):
     return statistics.median(values) if values else None
 
 
-def spread(runs: list, key: str) -> str:
+def spread(runs: list, key: str, missing: str = "not reached") -> str:
+    """median (min – max) of key over runs; `missing` where no run has a value."""
     values = [r[key] for r in runs if r[key] is not None]
     if not values:
-        return "not reached"
+        return missing
     reached = f", {len(values)}/{len(runs)} reached" if len(values) < len(runs) else ""
     return f"{statistics.median(values):,.1f} ({min(values):,.1f} – {max(values):,.1f}{reached})"
 
@@ -160,8 +161,11 @@ def main(args: Args) -> None:
         (f"{args.script}, {n} process{'es' if n > 1 else ''}", [r for r in runs if r["nproc"] == n])
         for n in args.nprocs]
     rows += [(results["peer"], peer_runs)] if args.peers else []
+    # an env without a reward threshold (Pendulum-v1) has none to reach: say so rather than "not reached"
+    missing = "not reached" if any(r.get("reward_threshold") is not None for r in runs) else "no threshold"
     for name, rows_runs in rows:
-        print(f"| {name} | {spread(rows_runs, 'steps_to_threshold')} | {spread(rows_runs, 'seconds_to_threshold')} | "
+        print(f"| {name} | {spread(rows_runs, 'steps_to_threshold', missing)} | "
+              f"{spread(rows_runs, 'seconds_to_threshold', missing)} | "
               f"{spread(rows_runs, 'sps')} | {spread(rows_runs, 'peak_rss_mib')} |")
     if args.peers:  # each ratio says how many times better ours is
         print(f"| ours better by (ratio of medians) | {ratio(median(peer_runs, 'steps_to_threshold'), median(runs, 'steps_to_threshold'))} | "

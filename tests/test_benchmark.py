@@ -800,6 +800,13 @@ def test_speed_records_each_seed_run_alone(tmp_path):
     assert "| ppo.py | not reached | not reached |" in result.stdout
 
 
+def test_speed_says_an_env_without_a_threshold_has_none(tmp_path):
+    result = bench("speed.py", "--script", "a2c.py", "--env-id", "Pendulum-v1", "--seeds", "1", "--out", str(tmp_path),
+                   "--extra=--total-timesteps 256 --eval-episodes 1")
+    assert result.returncode == 0, result.stderr
+    assert "| a2c.py | no threshold | no threshold |" in result.stdout
+
+
 def test_speed_runs_a_seed_in_one_process_then_in_two(tmp_path):
     result = bench("speed.py", "--script", "ppo.py", "--seeds", "1", "--nprocs", "1", "2", "--out", str(tmp_path),
                    "--extra=--total-timesteps 512 --eval-episodes 1")
