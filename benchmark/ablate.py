@@ -86,6 +86,16 @@ ABLATIONS = {
         """    return ((values - returns) ** 2).mean()
 """,
     ),
+    "critic-eps": (
+        "trpo.py",
+        "the critic's Adam with ε = 1e-8 (torch's default) in place of 1e-5: a candidate fix if critic-mse "
+        "matters, since a loss twice as large is the same as ε / 2 (benchmark/adam_eps.py), and the "
+        "critic's gradients on normalised rewards are some 1e-5 to 1e-4",
+        """lr=args.learning_rate, eps=1e-5,
+""",
+        """lr=args.learning_rate, eps=1e-8,
+""",
+    ),
 }
 
 

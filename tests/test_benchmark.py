@@ -721,6 +721,17 @@ def test_critic_mse_ablation_doubles_the_critics_loss():
         torch.nn.functional.mse_loss(values, returns).item())
 
 
+def test_critic_eps_ablation_changes_only_the_critics_adam_eps():
+    """critic-eps: the critic's Adam with ε = 1e-8 in place of the script's 1e-5, nothing else."""
+    import trpo
+    ablated = ablated_module("critic-eps", "trpo.py")
+    agent = trpo.Agent(11, __import__("gymnasium").spaces.Box(-1.0, 1.0, (3,), np.float32))
+    ours, theirs = trpo.make_optimizer(agent, trpo.Args()), ablated.make_optimizer(agent, ablated.Args())
+    assert ours.defaults["eps"] == 1e-5 and theirs.defaults["eps"] == 1e-8
+    assert {k: v for k, v in ours.defaults.items() if k != "eps"} == {
+        k: v for k, v in theirs.defaults.items() if k != "eps"}
+
+
 class Counting(__import__("gymnasium").Env):
     """Observation t at step t: 0 after a reset, then 1, 2, ...; a TimeLimit ends its episodes."""
     observation_space = __import__("gymnasium").spaces.Box(-100.0, 100.0, (1,), np.float64)
