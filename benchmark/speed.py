@@ -82,8 +82,8 @@ def run_ours(args: Args, seed: int, runs_dir: str, nproc: int = 1) -> tuple[dict
     (path,) = glob.glob(os.path.join(runs_dir, "*", "summary.json"))
     with open(path) as f:
         summary = json.load(f)
-    keep = ("reward_threshold", "steps_to_threshold", "seconds_to_threshold", "sps", "wall_seconds", "global_step", "final_return",
-            "eval_return", *ALGORITHM_KEYS)
+    keep = ("reward_threshold", "steps_to_threshold", "seconds_to_threshold", "sps", "wall_seconds", "global_step",
+            "final_return", "eval_return", *ALGORITHM_KEYS)
     return {"seed": seed, "nproc": nproc, **{key: summary[key] for key in keep if key in summary},
             "peak_rss_mib": peak_mib}, path
 
