@@ -532,6 +532,7 @@ class Run:
                     dead = [(i, p.exitcode) for i, p in enumerate(processes) if p.exitcode not in (None, 0)]
                     if dead and not self.failed and self.workers.reports.empty():  # its own report first, if any
                         self.fail("worker {} died (exit status {}; -N: killed by signal N)".format(*dead[0]))
+                        break  # the others may wait for ever on a lock it held (the counter's, the queue's)
             finally:  # the loop's end, or an exception (a second Ctrl-C): no worker outlives the run
                 for process in processes:
                     process.kill()

@@ -159,16 +159,17 @@ def start(*flags: str, cwd) -> subprocess.Popen:
 
 
 def workers_of(process: subprocess.Popen) -> list[int]:
-    """The pids of a process's children (its workers), from /proc."""
+    """The pids of a process's workers, from /proc: its children that multiprocessing spawned (not
+    its resource tracker), in the order they started (pids rise)."""
     found = []
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
-            with open(f"/proc/{pid}/stat") as f:
-                if int(f.read().rsplit(")", 1)[1].split()[1]) == process.pid:
+            with open(f"/proc/{pid}/stat") as stat, open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+                if int(stat.read().rsplit(")", 1)[1].split()[1]) == process.pid and b"spawn_main" in cmdline.read():
                     found.append(int(pid))
         except (OSError, IndexError, ValueError):
             pass
-    return found
+    return sorted(found)
 
 
 @pytest.mark.parametrize("how", [signal.SIGINT])  # SIGTERM takes the same path (StopOnSignal; test_faults.py)
@@ -196,11 +197,32 @@ def test_a_worker_killed_stops_the_run_with_one_line_and_exit_status_1(tmp_path)
     process = start("--num-workers", "2", "--total-timesteps", "10000000", cwd=tmp_path)
     assert process.stdout.readline().startswith("A3C on CartPole-v1")
     assert process.stdout.readline().startswith("step ")
-    os.kill(workers_of(process)[-1], signal.SIGKILL)  # the last child started: a worker
+    os.kill(workers_of(process)[-1], signal.SIGKILL)
     stdout, stderr = process.communicate(timeout=120)
     assert process.returncode == 1
     assert stderr.strip().splitlines() == [stderr.strip()] and "died (exit status -9; -N: killed by signal N)" in stderr
     assert not workers_of(process)
+
+
+def test_a_worker_killed_stops_even_workers_stuck_on_a_lock_it_held(tmp_path):
+    """A worker killed while it holds a lock the others share (the counter's, the queue's) leaves
+    them stuck on it, as one stopped with SIGSTOP is: the run still ends, with the one line."""
+    process = start("--num-workers", "2", "--total-timesteps", "10000000", cwd=tmp_path)
+    assert process.stdout.readline().startswith("A3C on CartPole-v1")
+    assert process.stdout.readline().startswith("step ")
+    stuck, killed = workers_of(process)
+    os.kill(stuck, signal.SIGSTOP)
+    os.kill(killed, signal.SIGKILL)
+    try:
+        stdout, stderr = process.communicate(timeout=120)
+    finally:  # a run that hangs leaves nothing behind
+        if process.poll() is None:
+            os.kill(stuck, signal.SIGKILL)
+            process.kill()
+    assert process.returncode == 1
+    assert stderr.strip().splitlines() == [stderr.strip()] and "worker 1 died (exit status -9" in stderr
+    with pytest.raises(ProcessLookupError):  # killed and reaped, not left stopped
+        os.kill(stuck, 0)
 
 
 @pytest.mark.parametrize("env_id, message", [("user_envs:NaNReward", ": worker 0: loss is nan"),
